@@ -1,0 +1,14 @@
+"""Proctor: an access gateway whose every decision is explained and every record provable.
+
+Map of the package (data flows top to bottom):
+
+- ``events``  the one event schema ``proctor.access/v1`` (typed, frozen structs), its canonical
+  JSON form (RFC 8785) and the clock that stamps events with their time quality.
+- ``ledger``  the tamper-evident log: RFC 9162 Merkle math, C2SP tiles, signed-note
+  checkpoints, tlog-proof receipts, a SQLite store, the group-commit appender and the verifier.
+- ``cli``     the ``proctor`` command: a thin skin over the library.
+
+``ledger`` and ``events`` import nothing else of Proctor.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,312 @@
+"""Group-commit appender: many producers, one writer thread, one transaction per batch.
+
+Producers (threads or asyncio tasks) put ``(entries, future)`` on a bounded queue and wait on
+the future. The writer thread owns the store: it drains whatever is queued (up to a batch
+limit), hashes the leaves, extends the tree's edge tiles and writes entries plus tiles in one
+SQLite transaction. Only after that commit (at the store's durability: written to the OS, or
+fsynced) are the producers' futures resolved with their indexes. A failed write fails every
+future of that batch and changes nothing, so no producer is told "stored" for an entry that
+is not. A full queue blocks producers (back-pressure) up to a timeout and then raises; nothing
+is dropped silently.
+
+The writer also signs checkpoints: every ``checkpoint_every`` entries, after
+``checkpoint_interval_ms`` with unsigned entries, and on demand. Before it signs a tree it
+proves, from the stored tiles, that the tree is consistent with the previous signed
+checkpoint; when that fails the appender stops taking entries (fail closed) instead of
+signing over a damaged ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from proctor.errors import ProctorError, StorageError, VerificationError
+from proctor.ledger.checkpoint import Checkpoint, open_checkpoint
+from proctor.ledger.merkle import consistency_proof, leaf_hash, verify_consistency
+from proctor.ledger.note import Signer
+from proctor.ledger.store import SqliteStore
+from proctor.ledger.tiles import EdgeTiles, TileHasher
+
+__all__ = ["Appender", "AppenderConfig"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AppenderConfig:
+    """Limits of the appender; every one is a setting, none a magic number."""
+
+    max_batch: int = 8192
+    """Entries written in one transaction at most."""
+    queue_size: int = 65536
+    """Queued submissions at most; a full queue blocks producers (back-pressure)."""
+    enqueue_timeout_s: float = 30.0
+    """How long a producer waits for room in a full queue before the append fails."""
+    checkpoint_every: int = 10_000
+    """Sign a checkpoint after this many new entries (0: never by count)."""
+    checkpoint_interval_ms: int = 1_000
+    """Sign a checkpoint this long after the first unsigned entry (0: never by time)."""
+
+
+class _Request:
+    """One queued submission: entries to append, or a checkpoint request (entries=None)."""
+
+    __slots__ = ("entries", "future")
+
+    def __init__(self, entries: Sequence[bytes] | None) -> None:
+        self.entries = entries
+        self.future: Future[int | str] = Future()
+
+
+_STOP = object()
+
+
+class Appender:
+    """The single writer of one ledger database; safe to call from any thread or event loop."""
+
+    def __init__(
+        self,
+        store: SqliteStore,
+        signer: Signer,
+        origin: str,
+        config: AppenderConfig | None = None,
+    ) -> None:
+        self.config = config or AppenderConfig()
+        self._store = store
+        self._signer = signer
+        self._origin = origin
+        self._queue: queue.Queue[_Request | object] = queue.Queue(self.config.queue_size)
+        self._failed: ProctorError | None = None
+        self._closed = False
+        size = store.size()
+        self._edge = EdgeTiles.load(size, store.read_tile)
+        latest = store.latest_checkpoint()
+        self._signed_size = 0 if latest is None else latest.size
+        if self._signed_size > size:
+            raise StorageError(
+                f"ledger holds {size} entries but its latest checkpoint signs {self._signed_size}:"
+                " entries were removed (run proctor verify)"
+            )
+        self._unsigned_since: float | None = None if self._signed_size == size else time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
+        self._thread.start()
+
+    # -- producers --------------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        """Entries durably written so far (as the writer sees it)."""
+        return self._edge.size
+
+    def submit(self, entries: Sequence[bytes]) -> Future[int | str]:
+        """Queue entries; the future resolves to the first one's index once they are durable."""
+        if not entries:
+            raise ValueError("nothing to append")
+        return self._put(_Request(list(entries)))
+
+    def append(self, data: bytes) -> int:
+        """Append one entry and return its index once it is durable."""
+        return self.append_many([data])
+
+    def append_many(self, entries: Sequence[bytes]) -> int:
+        """Append entries in order, contiguously; the first one's index once all are durable."""
+        return _as_index(self.submit(entries).result())
+
+    async def append_async(self, data: bytes) -> int:
+        """``append`` for asyncio code: waits without blocking the event loop."""
+        return await self.append_many_async([data])
+
+    async def append_many_async(self, entries: Sequence[bytes]) -> int:
+        """``append_many`` for asyncio code."""
+        if not entries:
+            raise ValueError("nothing to append")
+        req = _Request(list(entries))
+        try:
+            self._queue.put_nowait(req)
+        except queue.Full:
+            # Back-pressure: wait for room in a worker thread, not on the event loop.
+            await asyncio.to_thread(self._put, req)
+        else:
+            self._check_open(req)
+        return _as_index(await asyncio.wrap_future(req.future))
+
+    def checkpoint(self) -> str:
+        """Sign a checkpoint of everything appended so far and return its note."""
+        note = self._put(_Request(None)).result()
+        assert isinstance(note, str)
+        return note
+
+    def close(self) -> None:
+        """Write what is queued, sign a final checkpoint, stop the writer."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._thread.join()
+
+    def _put(self, req: _Request) -> Future[int | str]:
+        if self._closed:
+            raise StorageError("the ledger appender is closed")
+        if self._failed is not None:
+            raise self._failed
+        try:
+            self._queue.put(req, timeout=self.config.enqueue_timeout_s)
+        except queue.Full:
+            raise StorageError(
+                f"ledger queue stayed full for {self.config.enqueue_timeout_s}s; entry not taken"
+            ) from None
+        self._check_open(req)
+        return req.future
+
+    def _check_open(self, req: _Request) -> None:
+        # The writer may have stopped between our check and the put: fail the request.
+        if not self._thread.is_alive() and not req.future.done():
+            req.future.set_exception(self._failed or StorageError("the ledger writer stopped"))
+
+    # -- the writer thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # the writer must never die silently
+            log.exception("ledger writer stopped")
+            self._failed = (
+                exc if isinstance(exc, ProctorError) else StorageError(f"ledger writer: {exc}")
+            )
+        finally:
+            self._drain_failed()
+
+    def _loop(self) -> None:
+        cfg = self.config
+        while True:
+            item = self._next(self._timeout())
+            if item is None:  # the checkpoint interval ran out
+                self._sign()
+                continue
+            batch: list[_Request] = []
+            controls: list[_Request] = []
+            stop = False
+            count = 0
+            while True:
+                if item is _STOP:
+                    stop = True
+                    break
+                assert isinstance(item, _Request)
+                if item.entries is None:
+                    controls.append(item)
+                else:
+                    batch.append(item)
+                    count += len(item.entries)
+                if count >= cfg.max_batch:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                self._write(batch)
+            if self._failed is not None:
+                for req in controls:
+                    req.future.set_exception(self._failed)
+                return
+            due = (
+                cfg.checkpoint_every and self._edge.size - self._signed_size >= cfg.checkpoint_every
+            )
+            if controls or due or stop:
+                try:
+                    note = self._sign()
+                except ProctorError as exc:
+                    for req in controls:
+                        req.future.set_exception(exc)
+                    raise
+                for req in controls:
+                    req.future.set_result(note)
+            if stop:
+                return
+
+    def _next(self, timeout: float | None) -> object | None:
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def _timeout(self) -> float | None:
+        interval = self.config.checkpoint_interval_ms
+        if not interval or self._unsigned_since is None:
+            return None
+        return max(0.0, self._unsigned_since + interval / 1000 - time.monotonic())
+
+    def _write(self, batch: list[_Request]) -> None:
+        entries = [e for req in batch for e in req.entries or ()]
+        start = self._edge.size
+        dirty, edge = self._edge.extend([leaf_hash(e) for e in entries])
+        try:
+            self._store.append(start, entries, dirty)
+        except ProctorError as exc:
+            log.error("ledger write of %d entries failed: %s", len(entries), exc)
+            for req in batch:
+                req.future.set_exception(exc)
+            return
+        self._edge = edge
+        if self._unsigned_since is None:
+            self._unsigned_since = time.monotonic()
+        index = start
+        for req in batch:
+            req.future.set_result(index)
+            index += len(req.entries or ())
+
+    def _sign(self) -> str:
+        """Sign the current tree after proving it extends the previous checkpoint."""
+        size = self._edge.size
+        latest = self._store.latest_checkpoint()
+        if latest is not None and latest.size == size:
+            self._unsigned_since = None
+            return latest.note
+        hasher = TileHasher(self._store.read_tile, size)
+        root = hasher.root()
+        if latest is not None:
+            try:
+                prev = open_checkpoint(latest.note, [self._signer.verifier], self._origin)
+                old_root = TileHasher(self._store.read_tile, prev.size).root()
+                if old_root != prev.root:
+                    raise VerificationError(
+                        f"stored tiles give root {old_root.hex()} at size {prev.size}, "
+                        f"the signed checkpoint says {prev.root.hex()}"
+                    )
+                proof = consistency_proof(prev.size, size, hasher.range)
+                verify_consistency(prev.size, size, prev.root, root, proof)
+            except ProctorError as exc:
+                self._failed = VerificationError(
+                    f"refusing to sign size {size}: not consistent with the checkpoint at size "
+                    f"{latest.size} ({exc}); the ledger is damaged, run proctor verify"
+                )
+                raise self._failed from None
+        note = Checkpoint(self._origin, size, root).sign([self._signer])
+        self._store.add_checkpoint(size, note, time.time_ns())
+        self._signed_size = size
+        self._unsigned_since = None
+        return note
+
+    def _drain_failed(self) -> None:
+        err = self._failed or StorageError("the ledger appender is closed")
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Request):
+                with contextlib.suppress(Exception):
+                    item.future.set_exception(err)
+
+
+def _as_index(result: int | str) -> int:
+    assert isinstance(result, int)
+    return result

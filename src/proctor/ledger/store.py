@@ -1,0 +1,224 @@
+"""The ledger's storage: one SQLite database in WAL mode.
+
+The interface is deliberately narrow so a PostgreSQL store can follow: append a batch of
+entries with the tiles it changed (one transaction), read entries, read tiles, add and list
+checkpoints. Entries and checkpoints are append-only; triggers refuse UPDATE and DELETE so a
+bug cannot rewrite history (someone with the file can, which is what verification catches).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from proctor.errors import StorageError, UsageError
+
+__all__ = ["SCHEMA_VERSION", "Durability", "SqliteStore", "StoredCheckpoint"]
+
+SCHEMA_VERSION = "1"
+Durability = Literal["os", "fsync"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS entries (idx INTEGER PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS tiles (
+    level INTEGER NOT NULL, idx INTEGER NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (level, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoints (
+    size INTEGER PRIMARY KEY, note TEXT NOT NULL, created_ns INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS entries_append_only_u BEFORE UPDATE ON entries
+    BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS entries_append_only_d BEFORE DELETE ON entries
+    BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS checkpoints_append_only_u BEFORE UPDATE ON checkpoints
+    BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS checkpoints_append_only_d BEFORE DELETE ON checkpoints
+    BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END;
+"""
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    """A signed checkpoint note as stored, with the size it claims and when it was made."""
+
+    size: int
+    note: str
+    created_ns: int
+
+
+class SqliteStore:
+    """A ledger database file. Not thread-safe: one connection per thread."""
+
+    def __init__(self, path: Path, *, durability: Durability = "os", readonly: bool = False):
+        self.path = path
+        if readonly and not path.exists():
+            raise UsageError(f"no ledger database at {path}")
+        try:
+            if readonly:
+                uri = f"{path.resolve().as_uri()}?mode=ro"
+                self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            else:
+                self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA busy_timeout = 5000")
+            if not readonly:
+                self._db.execute("PRAGMA journal_mode = WAL")
+                # WAL + NORMAL: a commit is written to the OS (survives a crash of this process);
+                # WAL + FULL: the WAL is fsynced at each commit (survives power loss).
+                sync = "FULL" if durability == "fsync" else "NORMAL"
+                self._db.execute(f"PRAGMA synchronous = {sync}")
+                self._db.executescript(_SCHEMA)
+            self._check_schema()
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"cannot open ledger database {path}: {exc}") from None
+
+    def _check_schema(self) -> None:
+        try:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"{self.path} is not a Proctor ledger: {exc}") from None
+        if row is None:
+            return  # new database, meta written by init
+        if row[0] != SCHEMA_VERSION:
+            raise StorageError(f"ledger schema {row[0]} is not supported (need {SCHEMA_VERSION})")
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._db.close()
+
+    # -- meta -------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        """A metadata value (origin, schema version)."""
+        row = self._run("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def init_meta(self, values: Mapping[str, str]) -> None:
+        """Write metadata once, at ledger creation."""
+        with self._tx():
+            for k, v in {"schema": SCHEMA_VERSION, **values}.items():
+                self._db.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (k, v))
+
+    # -- entries and tiles ------------------------------------------------------------------
+
+    def size(self) -> int:
+        """Number of entries (one past the highest index)."""
+        row = self._run("SELECT max(idx) FROM entries").fetchone()
+        return 0 if row[0] is None else int(row[0]) + 1
+
+    def append(
+        self, start: int, entries: Sequence[bytes], tiles: Mapping[tuple[int, int], bytes]
+    ) -> None:
+        """Write entries at ``start, start+1, …`` and the changed tiles, atomically."""
+        with self._tx():
+            row = self._db.execute("SELECT max(idx) FROM entries").fetchone()
+            have = 0 if row[0] is None else int(row[0]) + 1
+            if have != start:
+                raise StorageError(f"ledger has {have} entries, append expected {start}")
+            self._db.executemany(
+                "INSERT INTO entries (idx, data) VALUES (?, ?)",
+                zip(range(start, start + len(entries)), entries, strict=True),
+            )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO tiles (level, idx, data) VALUES (?, ?, ?)",
+                [(lv, ix, d) for (lv, ix), d in tiles.items()],
+            )
+
+    def entry(self, index: int) -> bytes | None:
+        """The stored bytes of one entry."""
+        row = self._run("SELECT data FROM entries WHERE idx = ?", (index,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def entries(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes]]:
+        """``(index, bytes)`` in index order, as stored (gaps show as skipped indexes)."""
+        hi = (1 << 63) - 1 if end is None else end
+        cur = self._run(
+            "SELECT idx, data FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", (start, hi)
+        )
+        try:
+            while rows := cur.fetchmany(4096):
+                for idx, data in rows:
+                    yield int(idx), bytes(data)
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"cannot read ledger entries: {exc}") from None
+
+    def count(self) -> int:
+        """Number of stored entry rows (differs from size() only when rows are missing)."""
+        return int(self._run("SELECT count(*) FROM entries").fetchone()[0])
+
+    def read_tile(self, level: int, index: int) -> bytes | None:
+        """A tile's hashes, or None when not stored."""
+        row = self._run(
+            "SELECT data FROM tiles WHERE level = ? AND idx = ?", (level, index)
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def last_tile(self, level: int) -> tuple[int, bytes] | None:
+        """The stored tile with the highest index at ``level``."""
+        row = self._run(
+            "SELECT idx, data FROM tiles WHERE level = ? ORDER BY idx DESC LIMIT 1", (level,)
+        ).fetchone()
+        return None if row is None else (int(row[0]), bytes(row[1]))
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def add_checkpoint(self, size: int, note: str, created_ns: int) -> None:
+        """Keep a signed checkpoint (one per size; a second one for a size is ignored)."""
+        with self._tx():
+            self._db.execute(
+                "INSERT OR IGNORE INTO checkpoints (size, note, created_ns) VALUES (?, ?, ?)",
+                (size, note, created_ns),
+            )
+
+    def checkpoints(self) -> list[StoredCheckpoint]:
+        """Every stored checkpoint, smallest size first."""
+        rows = self._run("SELECT size, note, created_ns FROM checkpoints ORDER BY size").fetchall()
+        return [StoredCheckpoint(int(s), str(n), int(c)) for s, n, c in rows]
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None:
+        """The checkpoint with the largest size."""
+        row = self._run(
+            "SELECT size, note, created_ns FROM checkpoints ORDER BY size DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else StoredCheckpoint(int(row[0]), str(row[1]), int(row[2]))
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _run(self, sql: str, args: Sequence[object] = ()) -> sqlite3.Cursor:
+        try:
+            return self._db.execute(sql, args)
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"ledger database {self.path}: {exc}") from None
+
+    def _tx(self) -> _Transaction:
+        return _Transaction(self._db, self.path)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE … COMMIT, rolled back on any error, errors mapped to StorageError."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+        self._db = db
+        self._path = path
+
+    def __enter__(self) -> None:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"ledger database {self._path}: {exc}") from None
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            try:
+                self._db.execute("COMMIT")
+                return
+            except sqlite3.DatabaseError as err:
+                self._db.execute("ROLLBACK")
+                raise StorageError(f"ledger database {self._path}: {err}") from None
+        self._db.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.DatabaseError):
+            raise StorageError(f"ledger database {self._path}: {exc}") from None

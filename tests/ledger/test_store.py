@@ -1,0 +1,77 @@
+"""SqliteStore: atomic batches, append-only tables, readable errors."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from proctor.errors import StorageError, UsageError
+from proctor.ledger.store import SqliteStore
+
+
+def test_append_and_read_back(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "l.sqlite")
+    store.init_meta({"origin": "example.com/log"})
+    store.append(0, [b"a", b"b"], {(0, 0): b"x" * 64})
+    store.append(2, [b"c"], {(0, 0): b"x" * 96})
+    assert store.size() == 3
+    assert store.count() == 3
+    assert list(store.entries()) == [(0, b"a"), (1, b"b"), (2, b"c")]
+    assert list(store.entries(1, 2)) == [(1, b"b")]
+    assert store.entry(2) == b"c"
+    assert store.entry(3) is None
+    assert store.read_tile(0, 0) == b"x" * 96
+    assert store.read_tile(1, 0) is None
+    assert store.get_meta("origin") == "example.com/log"
+    store.close()
+
+
+def test_append_at_wrong_start_writes_nothing(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "l.sqlite")
+    store.append(0, [b"a"], {(0, 0): b"t"})
+    with pytest.raises(StorageError, match="has 1 entries, append expected 5"):
+        store.append(5, [b"z"], {(0, 0): b"changed"})
+    assert store.size() == 1
+    assert store.read_tile(0, 0) == b"t"
+
+
+def test_entries_and_checkpoints_refuse_update_and_delete(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite"
+    store = SqliteStore(path)
+    store.append(0, [b"a"], {})
+    store.add_checkpoint(1, "note", 5)
+    store.add_checkpoint(1, "other note", 6)  # kept once per size
+    assert [c.note for c in store.checkpoints()] == ["note"]
+    store.close()
+    db = sqlite3.connect(path)
+    for sql in (
+        "UPDATE entries SET data = x'00'",
+        "DELETE FROM entries",
+        "UPDATE checkpoints SET note = 'x'",
+        "DELETE FROM checkpoints",
+    ):
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            db.execute(sql)
+    db.close()
+
+
+def test_missing_and_garbage_files(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="no ledger database"):
+        SqliteStore(tmp_path / "absent.sqlite", readonly=True)
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StorageError, match="junk.sqlite"):
+        SqliteStore(junk)
+
+
+def test_schema_version_is_checked(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite"
+    SqliteStore(path).init_meta({})
+    db = sqlite3.connect(path)
+    db.execute("UPDATE meta SET value = '99' WHERE key = 'schema'")
+    db.commit()
+    db.close()
+    with pytest.raises(StorageError, match="schema 99 is not supported"):
+        SqliteStore(path)
