@@ -62,7 +62,7 @@ def test_missing_and_garbage_files(tmp_path: Path) -> None:
         SqliteStore(tmp_path / "absent.sqlite", readonly=True)
     junk = tmp_path / "junk.sqlite"
     junk.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(StorageError, match="junk.sqlite"):
+    with pytest.raises(StorageError, match=r"junk\.sqlite"):
         SqliteStore(junk)
 
 
