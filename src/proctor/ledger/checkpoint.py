@@ -46,6 +46,10 @@ class Checkpoint:
             raise FormatError("checkpoint origin line is empty")
         if not size_s.isdigit() or not size_s.isascii() or (size_s != "0" and size_s[0] == "0"):
             raise FormatError(f"checkpoint size {size_s!r} is not a decimal without leading 0")
+        # Tree sizes are uint64 (RFC 9162 TreeHeadDataV2); checking the length first also keeps
+        # int() under Python's 4300-digit limit, past which it raises a bare ValueError.
+        if len(size_s) > 20 or int(size_s) >= 1 << 64:
+            raise FormatError(f"checkpoint size of {len(size_s)} digits is larger than a uint64")
         root = b64decode_strict(root_s, "checkpoint root hash")
         if len(root) != HASH_SIZE:
             raise FormatError(f"checkpoint root hash is {len(root)} bytes, expected {HASH_SIZE}")

@@ -234,20 +234,20 @@ def _verify(
     matched = [cp.size for cp in signed if roots.get(cp.size) == cp.root]
     failing = [cp for cp in signed if cp.size <= size and roots.get(cp.size) != cp.root]
     if failing:
-        first = failing[0]
-        since = max((m for m in matched if m < first.size), default=0)
-        got = roots.get(first.size)
+        bad = failing[0]
+        since = max((m for m in matched if m < bad.size), default=0)
+        got = roots.get(bad.size)
         why = (
             "cannot be rebuilt because entries are missing"
             if got is None
-            else f"entries give {got.hex()}, signed {first.root.hex()}"
+            else f"entries give {got.hex()}, signed {bad.root.hex()}"
         )
         report.add(
             "root-mismatch",
             since,
             failing[-1].size - 1,
-            f"{len(failing)} signed checkpoints (sizes {first.size}..{failing[-1].size}) do not "
-            f"match the stored entries; at size {first.size} the root {why}",
+            f"{len(failing)} signed checkpoints (sizes {bad.size}..{failing[-1].size}) do not "
+            f"match the stored entries; at size {bad.size} the root {why}",
         )
     beyond = max((cp.size for cp in signed), default=0)
     if beyond > size:
