@@ -127,7 +127,7 @@ def test_checkpoint_signed_by_another_key(ledger: Path, signer: Signer) -> None:
 def test_damaged_signature_is_a_bad_signature(ledger: Path, signer: Signer) -> None:
     note = _latest(ledger)
     body, sig = note.rsplit(" ", 1)
-    flipped = sig[:5] + ("A" if sig[5] != "A" else "B") + sig[6:]
+    flipped = sig[:20] + ("A" if sig[20] != "A" else "B") + sig[21:]  # past the key ID
     tamper(ledger)("UPDATE checkpoints SET note = ? WHERE size = ?", (f"{body} {flipped}", N))
     assert ("bad-signature", None, None) in _kinds(_verify(ledger, signer))
 
