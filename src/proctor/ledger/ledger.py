@@ -1,0 +1,300 @@
+"""A ledger directory: the one object the rest of Proctor appends to and proves from.
+
+Layout of ``DIR``::
+
+    ledger.sqlite    entries, tiles, checkpoints (SQLite, WAL)
+    verifier.vkey    the verifier key, NAME+KEYID+BASE64 (public; give it to auditors)
+    signer.key       the signer key, mode 0600, unless kept elsewhere (--signer-key)
+    ledger.lock      held by the one process that writes
+
+The log's origin (the first line of every checkpoint) is the signer key's name, as the
+C2SP specs recommend, so a verifier key alone says which log a checkpoint belongs to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import stat
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO
+
+import msgspec
+
+from proctor.errors import StorageError, UsageError
+from proctor.events.canonical import canonical_bytes
+from proctor.events.ids import parse_time
+from proctor.events.schema import Event
+from proctor.ledger.appender import Appender, AppenderConfig
+from proctor.ledger.checkpoint import Checkpoint, open_checkpoint
+from proctor.ledger.merkle import consistency_proof, inclusion_proof
+from proctor.ledger.note import Signer, Verifier
+from proctor.ledger.receipt import Receipt
+from proctor.ledger.store import Durability, SqliteStore
+from proctor.ledger.tiles import TileHasher
+
+__all__ = [
+    "DB_NAME",
+    "SKEY_NAME",
+    "Ledger",
+    "key_file_stem",
+    "load_signer",
+    "load_verifier",
+    "write_key_pair",
+    "write_secret",
+]
+
+DB_NAME = "ledger.sqlite"
+VKEY_NAME = "verifier.vkey"
+SKEY_NAME = "signer.key"
+LOCK_NAME = "ledger.lock"
+TIME_SKEW_FLAG = "time_skew"
+
+
+def write_key_pair(signer: Signer, directory: Path) -> tuple[Path, Path]:
+    """Write ``NAME.key`` (0600, never overwritten) and ``NAME.vkey`` into ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = key_file_stem(signer.name)
+    skey = directory / f"{stem}.key"
+    vkey = directory / f"{stem}.vkey"
+    write_secret(skey, signer.skey + "\n")
+    vkey.write_text(signer.verifier.vkey + "\n")
+    return skey, vkey
+
+
+def key_file_stem(name: str) -> str:
+    """A file name for a key name (key names may hold '/', as origins do)."""
+    return name.replace("/", "-")
+
+
+def write_secret(path: Path, text: str) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise UsageError(f"{path} exists; refusing to overwrite a key") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def load_signer(path: Path) -> Signer:
+    """Read a signer key file; refuse one that others can read (like ssh does)."""
+    try:
+        st = path.stat()
+        text = path.read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read signer key {path}: {exc.strerror}") from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise UsageError(f"signer key {path} is readable by others; chmod 600 it")
+    return Signer.from_skey(text)
+
+
+def load_verifier(path: Path) -> Verifier:
+    """Read a verifier key file (``NAME+KEYID+BASE64``)."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read verifier key {path}: {exc.strerror}") from None
+    return Verifier.from_vkey(text)
+
+
+class Ledger:
+    """An open ledger directory. Reading is always allowed; appending needs the signer key."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        signer: Signer | None = None,
+        durability: Durability = "os",
+        config: AppenderConfig | None = None,
+        max_time_skew_ms: int = 300_000,
+    ) -> None:
+        self.directory = directory
+        db = directory / DB_NAME
+        if not db.exists():
+            raise UsageError(f"no ledger in {directory} (create one with: proctor ledger init)")
+        self._reader = SqliteStore(db, readonly=True)
+        self._read_lock = threading.Lock()
+        origin = self._reader.get_meta("origin")
+        vkey = self._reader.get_meta("vkey")
+        if origin is None or vkey is None:
+            raise StorageError(f"{db} has no origin or verifier key: not an initialised ledger")
+        self.origin = origin
+        self.verifier = Verifier.from_vkey(vkey)
+        self.max_time_skew_ns = max_time_skew_ms * 1_000_000
+        self._appender: Appender | None = None
+        self._lock_file: IO[str] | None = None
+        if signer is not None:
+            if signer.verifier.vkey != self.verifier.vkey:
+                raise UsageError(
+                    f"signer key {signer.name}+{signer.key_id:08x} is not this ledger's key "
+                    f"({self.verifier.name}+{self.verifier.key_id:08x})"
+                )
+            self._lock_file = _lock(directory / LOCK_NAME)
+            try:
+                writer = SqliteStore(db, durability=durability)
+                self._appender = Appender(writer, signer, origin, config)
+            except BaseException:
+                self._lock_file.close()
+                raise
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @classmethod
+    def init(cls, directory: Path, signer: Signer, *, keep_signer: bool = False) -> None:
+        """Create an empty ledger whose checkpoints ``signer`` signs.
+
+        With ``keep_signer`` the signer key is written to ``DIR/signer.key`` (mode 0600).
+        """
+        db = directory / DB_NAME
+        if db.exists():
+            raise UsageError(f"{directory} already holds a ledger")
+        directory.mkdir(parents=True, exist_ok=True)
+        store = SqliteStore(db)
+        try:
+            store.init_meta({"origin": signer.name, "vkey": signer.verifier.vkey})
+        finally:
+            store.close()
+        (directory / VKEY_NAME).write_text(signer.verifier.vkey + "\n")
+        if keep_signer:
+            write_secret(directory / SKEY_NAME, signer.skey + "\n")
+
+    def close(self) -> None:
+        """Flush queued entries, sign a final checkpoint, release the directory."""
+        if self._appender is not None:
+            self._appender.close()
+            self._appender = None
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+        self._reader.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- appending --------------------------------------------------------------------------
+
+    def _writer(self) -> Appender:
+        if self._appender is None:
+            raise UsageError("this ledger was opened read-only (no signer key)")
+        return self._appender
+
+    def stamp(self, event: Event) -> bytes:
+        """The canonical bytes stored for ``event``, flagged when its time is far from ours.
+
+        The ledger index is the order of record; an event's own time is data. One whose time
+        is further than the configured bound from the ledger's clock is kept, with a flag.
+        """
+        skew = abs(parse_time(event.time) - time.time_ns())
+        if skew > self.max_time_skew_ns and TIME_SKEW_FLAG not in event.flags:
+            event = msgspec.structs.replace(event, flags=(*event.flags, TIME_SKEW_FLAG))
+        return canonical_bytes(event)
+
+    def append(self, event: Event) -> int:
+        """Append one event; its index once it is durable."""
+        return self._writer().append(self.stamp(event))
+
+    def append_many(self, events: Sequence[Event]) -> int:
+        """Append events contiguously; the first one's index once all are durable."""
+        return self._writer().append_many([self.stamp(e) for e in events])
+
+    async def append_async(self, event: Event) -> int:
+        """``append`` for asyncio code."""
+        return await self._writer().append_async(self.stamp(event))
+
+    def append_raw(self, entries: Sequence[bytes]) -> int:
+        """Append already-canonical entries (tests and benchmarks); first index."""
+        return self._writer().append_many(entries)
+
+    def checkpoint(self) -> str:
+        """Sign (if anything is new) and return the latest checkpoint note."""
+        if self._appender is not None:
+            return self._appender.checkpoint()
+        latest = self._reader.latest_checkpoint()
+        if latest is None:
+            raise UsageError("the ledger has no checkpoint yet")
+        return latest.note
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def size(self) -> int:
+        """Number of entries."""
+        with self._read_lock:
+            return self._reader.size()
+
+    def entry(self, index: int) -> bytes:
+        """The canonical bytes stored at ``index``."""
+        with self._read_lock:
+            data = self._reader.entry(index)
+            size = self._reader.size()
+        if data is None:
+            raise UsageError(f"no entry at index {index} (the ledger has {size})")
+        return data
+
+    def entries(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes]]:
+        """Stored entries in index order."""
+        return self._reader.entries(start, end)
+
+    def prove(self, index: int) -> Receipt:
+        """A receipt for ``index`` against the latest checkpoint that covers it."""
+        size = self.size()
+        if not 0 <= index < size:
+            raise UsageError(f"no entry at index {index} (the ledger has {size})")
+        note = self._covering_checkpoint(index)
+        cp = open_checkpoint(note, [self.verifier], self.origin)
+        with self._read_lock:
+            hasher = TileHasher(self._reader.read_tile, cp.size)
+            hashes = inclusion_proof(index, cp.size, hasher.range)
+        return Receipt(index=index, hashes=tuple(hashes), checkpoint=note)
+
+    def consistency(self, old: int, new: int) -> list[bytes]:
+        """RFC 9162 consistency proof between two tree sizes, from stored tiles."""
+        with self._read_lock:
+            hasher = TileHasher(self._reader.read_tile, new)
+            return consistency_proof(old, new, hasher.range)
+
+    def root(self, size: int) -> bytes:
+        """The tree's root at ``size`` from stored tiles."""
+        with self._read_lock:
+            return TileHasher(self._reader.read_tile, size).root()
+
+    def latest_checkpoint(self) -> Checkpoint | None:
+        """The latest checkpoint, verified with the ledger's key."""
+        with self._read_lock:
+            latest = self._reader.latest_checkpoint()
+        if latest is None:
+            return None
+        return open_checkpoint(latest.note, [self.verifier], self.origin)
+
+    def _covering_checkpoint(self, index: int) -> str:
+        with self._read_lock:
+            latest = self._reader.latest_checkpoint()
+        if latest is not None and latest.size > index:
+            return latest.note
+        if self._appender is None:
+            raise UsageError(
+                f"no signed checkpoint covers index {index} yet; run proctor ledger checkpoint"
+            )
+        return self._appender.checkpoint()
+
+
+def _lock(path: Path) -> IO[str]:
+    """Hold an exclusive lock so only one process appends to a ledger."""
+    f = path.open("a+")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise UsageError(f"ledger {path.parent} is being written by another process") from None
+    with contextlib.suppress(OSError):
+        f.truncate(0)
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+    return f
