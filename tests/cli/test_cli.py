@@ -187,3 +187,21 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stdout + res.stderr
     assert "demo complete" in res.stdout
     assert "modified-entry" in res.stdout and "not-an-extension" in res.stdout
+
+
+def test_truncated_database_is_a_clear_storage_error(
+    tmp_path: Path, keys: tuple[Path, Path], ledger: Path
+) -> None:
+    skey, vkey = keys
+    lines = EXAMPLES.read_text() * 30
+    (tmp_path / "many.jsonl").write_text(lines)
+    res = proctor(
+        "ledger", "append", tmp_path / "many.jsonl", "--ledger", ledger, "--signer-key", skey
+    )
+    assert res.returncode == 0, res.stderr
+    db = ledger / "ledger.sqlite"
+    db.write_bytes(db.read_bytes()[: db.stat().st_size // 2])
+    for args in (("verify", "--key", vkey), ("ledger", "entry", "5"), ("ledger", "checkpoint")):
+        res = proctor(*args, "--ledger", ledger)
+        assert res.returncode == 4, (args, res.stderr)
+        assert "malformed" in res.stderr

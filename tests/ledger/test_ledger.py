@@ -113,3 +113,31 @@ def test_key_files(tmp_path: Path) -> None:
     skey.chmod(0o640)
     with pytest.raises(UsageError, match="readable by others"):
         load_signer(skey)
+
+
+def test_skew_is_measured_against_the_sntp_corrected_clock(
+    ledger_dir: tuple[Path, Signer],
+) -> None:
+    """The system clock is 10 minutes behind the (loopback) NTP server the ledger trusts."""
+    from proctor.events.clock import ClockSource
+    from tests.events.test_clock import Responder
+
+    server = Responder()
+    server.offset_ns = 600 * 10**9
+    try:
+        clock = ClockSource("127.0.0.1", server.port, samples=2, sample_interval_s=0.0)
+        clock.sync()
+        d, signer = ledger_dir
+        base = _events()[1]
+        t_ntp, quality = clock.now()
+        assert quality.source == "ntp" and quality.offset_us is not None
+        assert abs(quality.offset_us - 600 * 10**6) < 50_000
+        stamped = msgspec.structs.replace(_fresh(base, t_ntp), clock=quality)
+        with Ledger(d, signer=signer, max_time_skew_ms=60_000, clock=clock) as lg:
+            good = lg.append(stamped)
+            skewed = lg.append(_fresh(base))  # stamped with the system clock
+            flags = {i: decode_event(lg.entry(i)).flags for i in (good, skewed)}
+            assert decode_event(lg.entry(good)).clock.source == "ntp"
+    finally:
+        server.close()
+    assert flags == {good: (), skewed: ("time_skew",)}

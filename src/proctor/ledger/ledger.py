@@ -18,7 +18,6 @@ import fcntl
 import os
 import stat
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
@@ -27,6 +26,7 @@ import msgspec
 
 from proctor.errors import StorageError, UsageError
 from proctor.events.canonical import canonical_bytes
+from proctor.events.clock import ClockSource
 from proctor.events.ids import parse_time
 from proctor.events.schema import Event
 from proctor.ledger.appender import Appender, AppenderConfig
@@ -112,6 +112,7 @@ class Ledger:
         durability: Durability = "os",
         config: AppenderConfig | None = None,
         max_time_skew_ms: int = 300_000,
+        clock: ClockSource | None = None,
     ) -> None:
         self.directory = directory
         db = directory / DB_NAME
@@ -126,6 +127,8 @@ class Ledger:
         self.origin = origin
         self.verifier = Verifier.from_vkey(vkey)
         self.max_time_skew_ns = max_time_skew_ms * 1_000_000
+        # The ledger's own wall time for the skew check: SNTP-corrected when configured.
+        self.clock = clock or ClockSource()
         self._appender: Appender | None = None
         self._lock_file: IO[str] | None = None
         if signer is not None:
@@ -192,7 +195,7 @@ class Ledger:
         The ledger index is the order of record; an event's own time is data. One whose time
         is further than the configured bound from the ledger's clock is kept, with a flag.
         """
-        skew = abs(parse_time(event.time) - time.time_ns())
+        skew = abs(parse_time(event.time) - self.clock.now()[0])
         if skew > self.max_time_skew_ns and TIME_SKEW_FLAG not in event.flags:
             event = msgspec.structs.replace(event, flags=(*event.flags, TIME_SKEW_FLAG))
         return canonical_bytes(event)
