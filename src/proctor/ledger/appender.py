@@ -56,14 +56,54 @@ class AppenderConfig:
     """Sign a checkpoint this long after the first unsigned entry (0: never by time)."""
 
 
+class _LoopWaiter:
+    """Stands in for a Future for an asyncio producer.
+
+    Waking a thread or an event loop per entry costs more than writing it. The writer puts
+    results for asyncio producers in an outbox and, once per batch, hands each event loop all
+    of its results in one ``call_soon_threadsafe``: one wake-up per loop per batch.
+    """
+
+    __slots__ = ("afut", "loop", "outbox")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, outbox: list[_Settled]) -> None:
+        self.loop = loop
+        self.afut: asyncio.Future[int | str] = loop.create_future()
+        self.outbox = outbox
+
+    def done(self) -> bool:
+        return self.afut.done()
+
+    def set_result(self, value: int | str) -> None:
+        self.outbox.append((self, value, None))
+
+    def set_exception(self, exc: BaseException) -> None:
+        self.outbox.append((self, None, exc))
+
+
+_Settled = tuple[_LoopWaiter, int | str | None, BaseException | None]
+
+
+def _settle(items: list[_Settled]) -> None:
+    """Runs in the producers' event loop: resolve every waiter of one batch."""
+    for waiter, value, exc in items:
+        if waiter.afut.done():  # the task was cancelled; the entry is still in the ledger
+            continue
+        if exc is not None:
+            waiter.afut.set_exception(exc)
+        else:
+            assert value is not None
+            waiter.afut.set_result(value)
+
+
 class _Request:
     """One queued submission: entries to append, or a checkpoint request (entries=None)."""
 
     __slots__ = ("entries", "future")
 
-    def __init__(self, entries: Sequence[bytes] | None) -> None:
+    def __init__(self, entries: Sequence[bytes] | None, waiter: _LoopWaiter | None = None) -> None:
         self.entries = entries
-        self.future: Future[int | str] = Future()
+        self.future: Future[int | str] | _LoopWaiter = waiter or Future()
 
 
 _STOP = object()
@@ -85,6 +125,7 @@ class Appender:
         self._origin = origin
         self._queue: queue.Queue[_Request | object] = queue.Queue(self.config.queue_size)
         self._failed: ProctorError | None = None
+        self._outbox: list[_Settled] = []  # results for asyncio producers, sent per batch
         self._closed = False
         size = store.size()
         self._edge = EdgeTiles.load(size, store.read_tile)
@@ -110,7 +151,9 @@ class Appender:
         """Queue entries; the future resolves to the first one's index once they are durable."""
         if not entries:
             raise ValueError("nothing to append")
-        return self._put(_Request(list(entries)))
+        fut = self._put(_Request(list(entries)))
+        assert isinstance(fut, Future)
+        return fut
 
     def append(self, data: bytes) -> int:
         """Append one entry and return its index once it is durable."""
@@ -128,7 +171,12 @@ class Appender:
         """``append_many`` for asyncio code."""
         if not entries:
             raise ValueError("nothing to append")
-        req = _Request(list(entries))
+        waiter = _LoopWaiter(asyncio.get_running_loop(), self._outbox)
+        req = _Request(list(entries), waiter)
+        if self._closed:
+            raise StorageError("the ledger appender is closed")
+        if self._failed is not None:
+            raise self._failed
         try:
             self._queue.put_nowait(req)
         except queue.Full:
@@ -136,11 +184,13 @@ class Appender:
             await asyncio.to_thread(self._put, req)
         else:
             self._check_open(req)
-        return _as_index(await asyncio.wrap_future(req.future))
+        return _as_index(await waiter.afut)
 
     def checkpoint(self) -> str:
         """Sign a checkpoint of everything appended so far and return its note."""
-        note = self._put(_Request(None)).result()
+        fut = self._put(_Request(None))
+        assert isinstance(fut, Future)
+        note = fut.result()
         assert isinstance(note, str)
         return note
 
@@ -152,7 +202,7 @@ class Appender:
         self._queue.put(_STOP)
         self._thread.join()
 
-    def _put(self, req: _Request) -> Future[int | str]:
+    def _put(self, req: _Request) -> Future[int | str] | _LoopWaiter:
         if self._closed:
             raise StorageError("the ledger appender is closed")
         if self._failed is not None:
@@ -168,10 +218,28 @@ class Appender:
 
     def _check_open(self, req: _Request) -> None:
         # The writer may have stopped between our check and the put: fail the request.
-        if not self._thread.is_alive() and not req.future.done():
-            req.future.set_exception(self._failed or StorageError("the ledger writer stopped"))
+        if self._thread.is_alive() or req.future.done():
+            return
+        exc = self._failed or StorageError("the ledger writer stopped")
+        if isinstance(req.future, _LoopWaiter):
+            failed: list[_Settled] = [(req.future, None, exc)]
+            req.future.loop.call_soon_threadsafe(_settle, failed)
+        else:
+            req.future.set_exception(exc)
 
     # -- the writer thread -------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Send the asyncio producers their results: one call per event loop."""
+        if not self._outbox:
+            return
+        items, self._outbox[:] = list(self._outbox), []
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Settled]] = {}
+        for item in items:
+            by_loop.setdefault(item[0].loop, []).append(item)
+        for loop, batch in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                loop.call_soon_threadsafe(_settle, batch)
 
     def _run(self) -> None:
         try:
@@ -183,6 +251,7 @@ class Appender:
             )
         finally:
             self._drain_failed()
+            self._flush()
 
     def _loop(self) -> None:
         cfg = self.config
@@ -233,6 +302,7 @@ class Appender:
                 return
 
     def _next(self, timeout: float | None) -> object | None:
+        self._flush()
         try:
             return self._queue.get(timeout=timeout)
         except queue.Empty:
