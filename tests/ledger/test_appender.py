@@ -155,3 +155,26 @@ def test_refuses_a_ledger_shorter_than_its_checkpoint(tmp_path: Path, signer: Si
     tamper(path)("DELETE FROM entries WHERE idx >= 5")
     with pytest.raises(StorageError, match="entries were removed"):
         _appender(path, signer)
+
+
+def test_cancelled_task_does_not_break_the_batch(tmp_path: Path, signer: Signer) -> None:
+    app = _appender(tmp_path / "l.sqlite", signer)
+
+    async def run() -> list[int]:
+        doomed = asyncio.create_task(app.append_async(b"cancelled waiter"))
+        await asyncio.sleep(0)  # the entry is queued; only its waiter goes away
+        doomed.cancel()
+        return list(await asyncio.gather(*(app.append_async(b"x%d" % i) for i in range(50))))
+
+    got = asyncio.run(run())
+    app.close()
+    stored = [d for _, d in SqliteStore(tmp_path / "l.sqlite").entries()]
+    assert b"cancelled waiter" in stored  # queued entries are never silently dropped
+    assert sorted(got) == sorted(i for i, d in enumerate(stored) if d != b"cancelled waiter")
+
+
+def test_async_producer_sees_a_closed_appender(tmp_path: Path, signer: Signer) -> None:
+    app = _appender(tmp_path / "l.sqlite", signer)
+    app.close()
+    with pytest.raises(StorageError, match="closed"):
+        asyncio.run(app.append_async(b"late"))
