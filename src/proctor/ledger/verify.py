@@ -16,6 +16,7 @@ the signed roots still bound the damage to a range between two checkpoints. The 
 from __future__ import annotations
 
 import bisect
+import hashlib
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +27,6 @@ from proctor.ledger.checkpoint import Checkpoint
 from proctor.ledger.merkle import (
     HASH_SIZE,
     consistency_proof,
-    leaf_hash,
     mth,
     verify_consistency,
 )
@@ -58,6 +58,7 @@ WARNINGS = frozenset({"unsigned-entries"})
 _MAX_MISMATCHES = 1_000_000  # diagnosis holds mismatched positions in memory; cap it
 
 Progress = Callable[[int, int], None]
+_sha256 = hashlib.sha256
 
 
 @dataclass(frozen=True)
@@ -116,10 +117,10 @@ class _Rebuilt:
         self.current = bytearray()  # level-0 tile being filled
         self.upper: dict[int, list[bytes]] = {}  # level >= 1 -> completed-tile hashes in order
 
-    def push(self, leaf: bytes) -> bytes | None:
-        """Add a leaf; return the completed level-0 tile when this leaf filled it."""
-        self.current += leaf
-        self.size += 1
+    def push(self, leaves: bytes) -> bytes | None:
+        """Add leaf hashes (not past the tile's end); the level-0 tile when they fill it."""
+        self.current += leaves
+        self.size += len(leaves) // HASH_SIZE
         if len(self.current) < TILE_WIDTH * HASH_SIZE:
             return None
         done = bytes(self.current)
@@ -197,30 +198,41 @@ def _verify(
     mismatches: list[tuple[int, bytes]] = []
     bad_tiles: list[int] = []  # level-0 tiles holding a changed entry, ascending
     gaps: list[tuple[int, int]] = []
-    ref_index = -1
-    ref = b""
-    expected = 0
-    for idx, data in store.entries():
-        if idx != expected:
-            gaps.append((expected, idx - 1))
-            bad_tiles.append(expected // TILE_WIDTH)
-            # Missing rows have no leaf to rebuild from; the tree past here cannot match.
-        expected = idx + 1
-        leaf = leaf_hash(data)
-        t = idx // TILE_WIDTH
-        if t != ref_index:
-            ref_index, ref = t, store.read_tile(0, t) or b""
-        off = (idx % TILE_WIDTH) * HASH_SIZE
-        if ref[off : off + HASH_SIZE] != leaf and len(mismatches) < _MAX_MISMATCHES:
-            mismatches.append((idx, leaf))
+    cuts = sorted(targets)
+    # Work a level-0 tile (256 entries) at a time: one query, one comparison with the stored
+    # leaf hashes when nothing changed, per-entry work only where something did.
+    for t in range((size + TILE_WIDTH - 1) // TILE_WIDTH):
+        lo, hi = t * TILE_WIDTH, min((t + 1) * TILE_WIDTH, size)
+        rows = list(store.entries(lo, hi))
+        leaves = [_sha256(b"\x00" + data).digest() for _, data in rows]  # merkle.leaf_hash
+        joined = b"".join(leaves)
+        ref = store.read_tile(0, t) or b""
+        complete = len(rows) == hi - lo
+        if not complete:
+            _find_gaps([idx for idx, _ in rows], lo, hi, gaps)
+            bad_tiles.append(t)
+        if not complete or joined != ref[: len(joined)]:
+            for (idx, _), leaf in zip(rows, leaves, strict=True):
+                off = (idx - lo) * HASH_SIZE
+                if ref[off : off + HASH_SIZE] != leaf and len(mismatches) < _MAX_MISMATCHES:
+                    mismatches.append((idx, leaf))
             if not bad_tiles or bad_tiles[-1] != t:
                 bad_tiles.append(t)
         if not gaps:
-            _push(rebuilt, leaf, store, report, bad_tiles)
-            if rebuilt.size in targets:
-                roots[rebuilt.size] = rebuilt.root()
-        if progress is not None and expected % 65536 == 0:
-            progress(expected, size)
+            start = lo
+            for cut in cuts[bisect.bisect_right(cuts, lo) : bisect.bisect_right(cuts, hi)]:
+                _push(
+                    rebuilt,
+                    joined[(start - lo) * HASH_SIZE : (cut - lo) * HASH_SIZE],
+                    store,
+                    report,
+                    bad_tiles,
+                )
+                roots[cut] = rebuilt.root()
+                start = cut
+            _push(rebuilt, joined[(start - lo) * HASH_SIZE :], store, report, bad_tiles)
+        if progress is not None and t % 256 == 255:
+            progress(hi, size)
     if progress is not None:
         progress(size, size)
 
@@ -283,16 +295,30 @@ def _verify(
         )
 
 
+def _find_gaps(present: list[int], lo: int, hi: int, gaps: list[tuple[int, int]]) -> None:
+    """Add the ranges of [lo, hi) missing from ``present`` (ascending), merging across tiles."""
+    expected = lo
+    for idx in [*present, hi]:
+        if idx != expected:
+            if gaps and gaps[-1][1] == expected - 1:
+                gaps[-1] = (gaps[-1][0], idx - 1)
+            else:
+                gaps.append((expected, idx - 1))
+        expected = idx + 1
+
+
 def _push(
-    rebuilt: _Rebuilt, leaf: bytes, store: SqliteStore, report: Report, bad_tiles: list[int]
+    rebuilt: _Rebuilt, leaves: bytes, store: SqliteStore, report: Report, bad_tiles: list[int]
 ) -> None:
-    """Push a leaf; when a tile completes, compare its upper-level hashes with the stored tiles.
+    """Push leaf hashes (within one tile); when the tile completes, check the upper levels.
 
     Subtrees over changed entries are skipped: those differ because of the entries, which are
     reported as such; what is left to find here is a stored tile that lies about good entries.
     """
+    if not leaves:
+        return
     index = rebuilt.size // TILE_WIDTH
-    done = rebuilt.push(leaf)
+    done = rebuilt.push(leaves)
     if done is None:
         return
     # Compare each upper-level hash this tile produced with the stored tile holding it.
