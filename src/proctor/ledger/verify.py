@@ -203,16 +203,16 @@ def _verify(
     # leaf hashes when nothing changed, per-entry work only where something did.
     for t in range((size + TILE_WIDTH - 1) // TILE_WIDTH):
         lo, hi = t * TILE_WIDTH, min((t + 1) * TILE_WIDTH, size)
-        rows = list(store.entries(lo, hi))
-        leaves = [_sha256(b"\x00" + data).digest() for _, data in rows]  # merkle.leaf_hash
+        tile_rows = list(store.entries(lo, hi))
+        leaves = [_sha256(b"\x00" + data).digest() for _, data in tile_rows]  # merkle.leaf_hash
         joined = b"".join(leaves)
         ref = store.read_tile(0, t) or b""
-        complete = len(rows) == hi - lo
+        complete = len(tile_rows) == hi - lo
         if not complete:
-            _find_gaps([idx for idx, _ in rows], lo, hi, gaps)
+            _find_gaps([idx for idx, _ in tile_rows], lo, hi, gaps)
             bad_tiles.append(t)
         if not complete or joined != ref[: len(joined)]:
-            for (idx, _), leaf in zip(rows, leaves, strict=True):
+            for (idx, _), leaf in zip(tile_rows, leaves, strict=True):
                 off = (idx - lo) * HASH_SIZE
                 if ref[off : off + HASH_SIZE] != leaf and len(mismatches) < _MAX_MISMATCHES:
                     mismatches.append((idx, leaf))
