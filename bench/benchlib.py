@@ -222,7 +222,8 @@ def _filesystem(path: Path) -> str:
     for candidate in (name, name.rstrip("0123456789")):
         flag = Path(f"/sys/block/{candidate}/queue/rotational")
         if flag.exists():
-            rotational = ", rotational" if flag.read_text().strip() == "1" else ", non-rotational"
+            is_rot = flag.read_text().strip() == "1"
+            rotational = f"; the kernel reports it {'rotational' if is_rot else 'non-rotational'}"
             break
     return f"{fstype} on {dev} (mounted at {mnt}{rotational})"
 
