@@ -92,7 +92,7 @@ def append(
         first = lg.append_many(events)
     indexes = list(range(first, first + len(events)))
     if as_json:
-        out.print(json.dumps(indexes))
+        sys.stdout.write(json.dumps(indexes) + "\n")
     else:
         for i in indexes:
             out.print(i)

@@ -73,7 +73,8 @@ def verify(
     finally:
         store.close()
     if as_json:
-        out.print_json(json.dumps(report.to_dict()))
+        # Plain write: a Rich console would wrap long lines (hex roots) at its width.
+        sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
     else:
         _print(report)
     if not report:

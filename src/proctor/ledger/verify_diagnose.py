@@ -45,7 +45,7 @@ def classify_mismatches(
     moves: list[tuple[int, int | None]] = []
     cache_lo, cache_hi, ref = -1, -1, dict[bytes, int]()
     for idx, leaf in mismatches:
-        if not cache_lo <= idx - WINDOW or idx + WINDOW > cache_hi:
+        if max(0, idx - WINDOW) < cache_lo or min(tile_size, idx + WINDOW) > cache_hi:
             cache_lo = max(0, idx - WINDOW)
             cache_hi = min(tile_size, idx + 4 * WINDOW)
             ref = _reference(store, cache_lo, cache_hi)
