@@ -165,6 +165,9 @@ class MemoryStore:
     def add_checkpoint(self, size: int, note: str, created_ns: int) -> None:
         self._checkpoints.append(StoredCheckpoint(size, note, created_ns))
 
+    def close(self) -> None:
+        pass
+
 
 @dataclass(frozen=True)
 class Target:

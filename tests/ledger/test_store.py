@@ -75,3 +75,24 @@ def test_schema_version_is_checked(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(StorageError, match="schema 99 is not supported"):
         SqliteStore(path)
+
+
+def test_wal_is_folded_back_in_the_background(tmp_path: Path) -> None:
+    # The writer never checkpoints at commit (it stalls commits); a background connection
+    # copies the WAL, and past the limit the writer makes sure the WAL starts over. Without
+    # either the WAL would hold all ~8 MB written here.
+    path = tmp_path / "l.sqlite"
+    store = SqliteStore(path, wal_limit_bytes=512 << 10)
+    wal = path.with_name(path.name + "-wal")
+    entries = [bytes([i % 256]) * 1000 for i in range(50)]
+    peak = 0
+    for batch in range(160):
+        store.append(batch * 50, entries, {(0, batch // 5): b"t" * 32 * (batch % 5 * 50 + 50)})
+        peak = max(peak, wal.stat().st_size)
+    assert store.count() == 8000
+    assert peak < 2 << 20, f"WAL grew to {peak} bytes"
+    store.close()
+    assert not wal.exists() or wal.stat().st_size == 0
+    again = SqliteStore(path, readonly=True)
+    assert again.count() == 8000
+    again.close()

@@ -1,11 +1,11 @@
 """Group-commit appender: many producers, one writer thread, one transaction per batch.
 
-Producers (threads or asyncio tasks) put ``(entries, future)`` on a bounded queue and wait on
-the future. The writer thread owns the store: it drains whatever is queued (up to a batch
+Producers (threads or asyncio tasks) put ``(entries, waiter)`` on a bounded queue and wait on
+the waiter. The writer thread owns the store: it drains whatever is queued (up to a batch
 limit), hashes the leaves, extends the tree's edge tiles and writes entries plus tiles in one
 SQLite transaction. Only after that commit (at the store's durability: written to the OS, or
-fsynced) are the producers' futures resolved with their indexes. A failed write fails every
-future of that batch and changes nothing, so no producer is told "stored" for an entry that
+fsynced) are the producers' waiters resolved with their indexes. A failed write fails every
+waiter of that batch and changes nothing, so no producer is told "stored" for an entry that
 is not. A full queue blocks producers (back-pressure) up to a timeout and then raises; nothing
 is dropped silently.
 
@@ -25,7 +25,6 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 
 from proctor.errors import ProctorError, StorageError, VerificationError
@@ -35,7 +34,7 @@ from proctor.ledger.note import Signer
 from proctor.ledger.store import SqliteStore
 from proctor.ledger.tiles import EdgeTiles, TileHasher
 
-__all__ = ["Appender", "AppenderConfig"]
+__all__ = ["Appender", "AppenderConfig", "Pending"]
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +95,54 @@ def _settle(items: list[_Settled]) -> None:
             waiter.afut.set_result(value)
 
 
+class _ThreadWaiter:
+    """What a thread producer waits on: a lock taken at creation, released with the result.
+
+    Lighter than ``concurrent.futures.Future`` (no condition variable, no callbacks), which
+    halved the cost of an append from a thread (bench/profile_ledger.py, "Hand-off").
+    """
+
+    __slots__ = ("_done", "_lock", "_value")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._done = False
+        self._value: int | str | BaseException | None = None
+
+    def done(self) -> bool:
+        """True once a result or an error was set."""
+        return self._done
+
+    def set_result(self, value: int | str) -> None:
+        self._settle(value)
+
+    def set_exception(self, exc: BaseException) -> None:
+        self._settle(exc)
+
+    def _settle(self, value: int | str | BaseException) -> None:
+        # Only the writer thread, or whoever drained the request from the queue, settles it.
+        if self._done:
+            return
+        self._value = value
+        self._done = True
+        self._lock.release()
+
+    def result(self, timeout: float | None = None) -> int | str:
+        """Wait for the result; raise the writer's error for this request."""
+        if not self._done and not self._lock.acquire(timeout=-1 if timeout is None else timeout):
+            raise TimeoutError("the ledger writer did not answer in time")
+        value = self._value
+        if isinstance(value, BaseException):
+            raise value
+        assert value is not None
+        return value
+
+
+Pending = _ThreadWaiter
+"""A queued append or checkpoint request as returned by ``Appender.submit``."""
+
+
 class _Request:
     """One queued submission: entries to append, or a checkpoint request (entries=None)."""
 
@@ -103,7 +150,7 @@ class _Request:
 
     def __init__(self, entries: Sequence[bytes] | None, waiter: _LoopWaiter | None = None) -> None:
         self.entries = entries
-        self.future: Future[int | str] | _LoopWaiter = waiter or Future()
+        self.future: _ThreadWaiter | _LoopWaiter = waiter or _ThreadWaiter()
 
 
 _STOP = object()
@@ -123,8 +170,11 @@ class Appender:
         self._store = store
         self._signer = signer
         self._origin = origin
-        self._queue: queue.Queue[_Request | object] = queue.Queue(self.config.queue_size)
+        # SimpleQueue is implemented in C and never blocks on put; the bound is enforced by
+        # ``_put`` (see there). Producers and the writer meet only here.
+        self._queue: queue.SimpleQueue[_Request | object] = queue.SimpleQueue()
         self._failed: ProctorError | None = None
+        self._stopped = False  # set by the writer thread as it exits
         self._outbox: list[_Settled] = []  # results for asyncio producers, sent per batch
         self._closed = False
         size = store.size()
@@ -147,13 +197,14 @@ class Appender:
         """Entries durably written so far (as the writer sees it)."""
         return self._edge.size
 
-    def submit(self, entries: Sequence[bytes]) -> Future[int | str]:
-        """Queue entries; the future resolves to the first one's index once they are durable."""
+    def submit(self, entries: Sequence[bytes]) -> Pending:
+        """Queue entries; ``result()`` gives the first one's index once they are durable."""
         if not entries:
             raise ValueError("nothing to append")
-        fut = self._put(_Request(list(entries)))
-        assert isinstance(fut, Future)
-        return fut
+        req = _Request(list(entries))
+        self._put(req)
+        assert isinstance(req.future, _ThreadWaiter)
+        return req.future
 
     def append(self, data: bytes) -> int:
         """Append one entry and return its index once it is durable."""
@@ -173,59 +224,63 @@ class Appender:
             raise ValueError("nothing to append")
         waiter = _LoopWaiter(asyncio.get_running_loop(), self._outbox)
         req = _Request(list(entries), waiter)
-        if self._closed:
-            raise StorageError("the ledger appender is closed")
-        if self._failed is not None:
-            raise self._failed
-        try:
-            self._queue.put_nowait(req)
-        except queue.Full:
+        self._check_taking()
+        if self._queue.qsize() < self.config.queue_size:
+            self._queue.put(req)
+            self._check_open()
+        else:
             # Back-pressure: wait for room in a worker thread, not on the event loop.
             await asyncio.to_thread(self._put, req)
-        else:
-            self._check_open(req)
         return _as_index(await waiter.afut)
 
     def checkpoint(self) -> str:
         """Sign a checkpoint of everything appended so far and return its note."""
-        fut = self._put(_Request(None))
-        assert isinstance(fut, Future)
-        note = fut.result()
+        req = _Request(None)
+        self._put(req)
+        assert isinstance(req.future, _ThreadWaiter)
+        note = req.future.result()
         assert isinstance(note, str)
         return note
 
     def close(self) -> None:
-        """Write what is queued, sign a final checkpoint, stop the writer."""
+        """Write what is queued, sign a final checkpoint, stop the writer, close the store."""
         if self._closed:
             return
         self._closed = True
         self._queue.put(_STOP)
         self._thread.join()
+        self._store.close()
 
-    def _put(self, req: _Request) -> Future[int | str] | _LoopWaiter:
+    def _check_taking(self) -> None:
         if self._closed:
             raise StorageError("the ledger appender is closed")
         if self._failed is not None:
             raise self._failed
-        try:
-            self._queue.put(req, timeout=self.config.enqueue_timeout_s)
-        except queue.Full:
-            raise StorageError(
-                f"ledger queue stayed full for {self.config.enqueue_timeout_s}s; entry not taken"
-            ) from None
-        self._check_open(req)
-        return req.future
 
-    def _check_open(self, req: _Request) -> None:
-        # The writer may have stopped between our check and the put: fail the request.
-        if self._thread.is_alive() or req.future.done():
-            return
-        exc = self._failed or StorageError("the ledger writer stopped")
-        if isinstance(req.future, _LoopWaiter):
-            failed: list[_Settled] = [(req.future, None, exc)]
-            req.future.loop.call_soon_threadsafe(_settle, failed)
-        else:
-            req.future.set_exception(exc)
+    def _put(self, req: _Request) -> None:
+        self._check_taking()
+        # The bound: wait while the queue holds queue_size requests. Checking the size and
+        # putting are two steps, so concurrent producers can overshoot it by at most their
+        # own number; a semaphore would make it exact at a cost on every append. Waiting is
+        # the rare path, so it polls.
+        if self._queue.qsize() >= self.config.queue_size:
+            deadline = time.monotonic() + self.config.enqueue_timeout_s
+            while self._queue.qsize() >= self.config.queue_size:
+                if time.monotonic() >= deadline:
+                    raise StorageError(
+                        f"ledger queue stayed full for {self.config.enqueue_timeout_s}s;"
+                        " entry not taken"
+                    )
+                time.sleep(0.001)
+                self._check_taking()
+        self._queue.put(req)
+        self._check_open()
+
+    def _check_open(self) -> None:
+        # The writer may have stopped between our check and the put: then nobody else will
+        # take our request off the queue, so fail whatever is left there ourselves.
+        if self._stopped:
+            self._fail_queued()
 
     # -- the writer thread -------------------------------------------------------------------
 
@@ -250,8 +305,9 @@ class Appender:
                 exc if isinstance(exc, ProctorError) else StorageError(f"ledger writer: {exc}")
             )
         finally:
-            self._drain_failed()
             self._flush()
+            self._stopped = True
+            self._fail_queued()
 
     def _loop(self) -> None:
         cfg = self.config
@@ -365,16 +421,27 @@ class Appender:
         self._unsigned_since = None
         return note
 
-    def _drain_failed(self) -> None:
+    def _fail_queued(self) -> None:
+        """Fail every request still queued (the writer has stopped); safe from any thread.
+
+        Whoever takes a request off the queue settles it, so no request is settled twice.
+        """
         err = self._failed or StorageError("the ledger appender is closed")
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Settled]] = {}
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                return
-            if isinstance(item, _Request):
-                with contextlib.suppress(Exception):
-                    item.future.set_exception(err)
+                break
+            if not isinstance(item, _Request):
+                continue
+            if isinstance(item.future, _LoopWaiter):
+                by_loop.setdefault(item.future.loop, []).append((item.future, None, err))
+            else:
+                item.future.set_exception(err)
+        for loop, batch in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                loop.call_soon_threadsafe(_settle, batch)
 
 
 def _as_index(result: int | str) -> int:

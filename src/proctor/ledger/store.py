@@ -8,7 +8,9 @@ bug cannot rewrite history (someone with the file can, which is what verificatio
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +20,12 @@ from proctor.errors import StorageError, UsageError
 
 __all__ = ["SCHEMA_VERSION", "Durability", "SqliteStore", "StoredCheckpoint"]
 
+log = logging.getLogger(__name__)
+
 SCHEMA_VERSION = "1"
 Durability = Literal["os", "fsync"]
-WAL_CHECKPOINT_PAGES = 16384
+WAL_LIMIT_BYTES = 64 << 20
+"""The WAL may grow to about this size before the writer makes sure it starts over."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -55,8 +60,21 @@ class StoredCheckpoint:
 class SqliteStore:
     """A ledger database file. Not thread-safe: one connection per thread."""
 
-    def __init__(self, path: Path, *, durability: Durability = "os", readonly: bool = False):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        durability: Durability = "os",
+        readonly: bool = False,
+        wal_limit_bytes: int = WAL_LIMIT_BYTES,
+    ):
         self.path = path
+        self._readonly = readonly
+        self._wal_limit = wal_limit_bytes
+        self._durability: Durability = durability
+        self._checkpointer: _WalCheckpointer | None = None
+        self._wal_bytes = 0  # written since the checkpointer was last woken
+        self._wal_since_reset = 0  # written since the writer last made the WAL start over
         if readonly and not path.exists():
             raise UsageError(f"no ledger database at {path}")
         try:
@@ -72,11 +90,12 @@ class SqliteStore:
                 # WAL + FULL: the WAL is fsynced at each commit (survives power loss).
                 sync = "FULL" if durability == "fsync" else "NORMAL"
                 self._db.execute(f"PRAGMA synchronous = {sync}")
-                # A WAL checkpoint copies pages into the database file and fsyncs it; at the
-                # default of every 1,000 pages it halved append throughput (bench/). Let the WAL
-                # grow to 64 MiB between checkpoints and cut it back to that size afterwards.
-                self._db.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
-                self._db.execute(f"PRAGMA journal_size_limit = {WAL_CHECKPOINT_PAGES * 4096}")
+                # A WAL checkpoint copies pages into the database file and fsyncs it. Run by
+                # the writer at commit (SQLite's default) it cost up to 0.5 s per commit and a
+                # third of the append rate (bench/profile_ledger.py, "commit"), so the writer
+                # never checkpoints: _WalCheckpointer does it from a second connection.
+                self._db.execute("PRAGMA wal_autocheckpoint = 0")
+                self._db.execute(f"PRAGMA journal_size_limit = {wal_limit_bytes}")
                 self._db.executescript(_SCHEMA)
             self._check_schema()
         except sqlite3.DatabaseError as exc:
@@ -93,7 +112,17 @@ class SqliteStore:
             raise StorageError(f"ledger schema {row[0]} is not supported (need {SCHEMA_VERSION})")
 
     def close(self) -> None:
-        """Close the connection."""
+        """Fold the WAL into the database file (writer only), then close the connection."""
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
+        if not self._readonly:
+            # SQLite folds the WAL back only when the last connection closes, and a read-only
+            # one cannot: do it here so the database file alone holds every entry.
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.DatabaseError as exc:  # readers still open: the WAL stays, safe
+                log.warning("WAL checkpoint at close failed: %s", exc)
         self._db.close()
 
     # -- meta -------------------------------------------------------------------------------
@@ -133,6 +162,29 @@ class SqliteStore:
                 "INSERT OR REPLACE INTO tiles (level, idx, data) VALUES (?, ?, ?)",
                 [(lv, ix, d) for (lv, ix), d in tiles.items()],
             )
+        # Roughly what the commit added to the WAL: the entries and the rewritten tiles.
+        self._wal_bytes += sum(map(len, entries)) + sum(map(len, tiles.values()))
+        if self._wal_bytes >= self._wal_limit // 16:
+            self._wal_bytes = 0
+            self._nudge_checkpointer()
+
+    def _nudge_checkpointer(self) -> None:
+        if self._checkpointer is None:
+            self._checkpointer = _WalCheckpointer(self.path, self._durability)
+        ckpt = self._checkpointer
+        ckpt.nudge()
+        # The WAL starts over only if, when a write begins, a checkpoint has copied every frame.
+        # A writer that never pauses can win that race forever, so once the WAL passes the
+        # limit the writer copies the few frames the background left over itself (it did the
+        # bulk) and its next transaction starts the WAL from the beginning.
+        self._wal_since_reset += self._wal_limit // 16
+        if self._wal_since_reset >= self._wal_limit:
+            self._wal_since_reset = 0
+            with ckpt.busy:  # two checkpoints at once: the second one gives up at once
+                try:
+                    self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.DatabaseError as exc:
+                    log.warning("WAL checkpoint failed: %s", exc)
 
     def entry(self, index: int) -> bytes | None:
         """The stored bytes of one entry."""
@@ -202,6 +254,52 @@ class SqliteStore:
 
     def _tx(self) -> _Transaction:
         return _Transaction(self._db, self.path)
+
+
+class _WalCheckpointer:
+    """Copies the WAL into the database file from its own connection and thread.
+
+    A PASSIVE checkpoint never waits for the writer or readers: it copies what it can and
+    returns. SQLite releases the GIL while it works, so the copy and its fsync run on another
+    core while the writer goes on committing. When a checkpoint has copied every frame before
+    the writer's next transaction begins, that transaction starts the WAL over from its
+    beginning (and ``journal_size_limit`` cuts the file back); ``SqliteStore`` makes sure this
+    happens at least once per ``wal_limit_bytes`` written.
+    """
+
+    def __init__(self, path: Path, durability: Durability) -> None:
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA busy_timeout = 5000")
+        self._db.execute(f"PRAGMA synchronous = {'FULL' if durability == 'fsync' else 'NORMAL'}")
+        self._wake = threading.Event()
+        self._stop = False
+        self.busy = threading.Lock()  # held while a checkpoint runs
+        self._thread = threading.Thread(target=self._run, name="ledger-wal", daemon=True)
+        self._thread.start()
+
+    def nudge(self) -> None:
+        """Ask for a checkpoint soon (cheap; repeated nudges before it runs fold into one)."""
+        self._wake.set()
+
+    def close(self) -> None:
+        """Stop the thread and close its connection."""
+        self._stop = True
+        self._wake.set()
+        self._thread.join()
+        self._db.close()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._stop:
+                return
+            try:
+                with self.busy:
+                    self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.DatabaseError as exc:
+                # Not fatal: committed data is safe in the WAL; the next nudge tries again.
+                log.warning("WAL checkpoint failed: %s", exc)
 
 
 class _Transaction:
