@@ -27,8 +27,10 @@ __all__ = [
     "ACTION_CLASSES",
     "ActionClass",
     "ActionInfo",
+    "Activity",
     "ContextError",
     "DeviceInfo",
+    "ExternalSignals",
     "NetworkInfo",
     "Principal",
     "RequestContext",
@@ -132,6 +134,20 @@ class ActionInfo(_Part, frozen=True, kw_only=True):
     sql: SqlFeatures | None = None
 
 
+class Activity(_Part, frozen=True, kw_only=True):
+    """What the session has done so far (filled by the gateway): for volume and rate signals."""
+
+    session_rows: Annotated[int, Meta(ge=0)] = 0
+    statements_per_minute: Annotated[int, Meta(ge=0)] | None = None
+
+
+class ExternalSignals(_Part, frozen=True, kw_only=True):
+    """Risk reported by others: the identity provider, device management (CAEP-style)."""
+
+    idp_risk: Literal["none", "low", "medium", "high"] = "none"
+    device_compliance_lost: bool = False
+
+
 class RequestContext(_Part, frozen=True, kw_only=True):
     """One request to decide: principal, action, resource, time, device and network."""
 
@@ -141,6 +157,10 @@ class RequestContext(_Part, frozen=True, kw_only=True):
     time: _Time
     device: DeviceInfo | None = None
     network: NetworkInfo | None = None
+    activity: Activity = Activity()
+    signals: ExternalSignals = ExternalSignals()
+    session_start: bool = False
+    """True for the request that opens a session (its features are what baselines learn)."""
     session_id: _Name | None = None
 
     def __post_init__(self) -> None:
