@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import proctor.ledger.tiles as tiles_module
 from benchlib import ROOT, Workload, fmt_rate, log, markdown_table
@@ -39,7 +39,7 @@ from proctor.ledger.ledger import DB_NAME, Ledger
 from proctor.ledger.merkle import consistency_proof, inclusion_proof, leaf_hash, mth
 from proctor.ledger.note import Signer
 from proctor.ledger.store import SqliteStore
-from proctor.ledger.tiles import EdgeTiles, TileHasher
+from proctor.ledger.tiles import EdgeTiles, TileCache, TileHasher
 from proctor.ledger.verify import verify_ledger
 
 SECTIONS = ("handoff", "commit", "stamp", "proofs", "verify")
@@ -109,16 +109,16 @@ def handoff(seconds: float) -> str:
     signer = Signer.generate(ORIGIN)
     rows = []
     shapes: list[tuple[str, str]] = [
-        ("Appender (Future + queue.Queue)", "1"),
-        ("Appender (Future + queue.Queue)", "8"),
-        ("Appender (Future + queue.Queue)", "64"),
-        ("Appender (Future + queue.Queue)", "async"),
-        ("sketch: Lock + SimpleQueue", "1"),
-        ("sketch: Lock + SimpleQueue", "64"),
+        ("Appender", "1"),
+        ("Appender", "8"),
+        ("Appender", "64"),
+        ("Appender", "async"),
+        ("floor: bare Lock + SimpleQueue", "1"),
+        ("floor: bare Lock + SimpleQueue", "64"),
     ]
     for name, shape in shapes:
         target: Any = (
-            LockHandoff() if name.startswith("sketch") else Appender(MemoryStore(), signer, ORIGIN)  # type: ignore[arg-type]
+            LockHandoff() if name.startswith("floor") else Appender(MemoryStore(), signer, ORIGIN)  # type: ignore[arg-type]
         )
         cpu0, cs0 = _usage()
         if shape == "async":
@@ -335,11 +335,11 @@ def proofs(directory: Path, samples: int = 1000) -> str:
         rng = random.Random(7)
         indexes = [rng.randrange(size) for _ in range(samples)]
         counts = {"reads": 0, "hashes": 0}
-        real_node_hash = tiles_module.node_hash
+        real_hash_pairs = tiles_module.hash_pairs
 
-        def counting_hash(a: bytes, b: bytes) -> bytes:
-            counts["hashes"] += 1
-            return real_node_hash(a, b)
+        def counting_hash(row: bytes) -> bytes:
+            counts["hashes"] += len(row) // 64
+            return real_hash_pairs(row)
 
         def counting_read(level: int, index: int) -> bytes | None:
             counts["reads"] += 1
@@ -352,7 +352,7 @@ def proofs(directory: Path, samples: int = 1000) -> str:
             return consistency_proof(max(1, i), size, TileHasher(counting_read, size).range)
 
         rows = []
-        tiles_module.node_hash = counting_hash  # type: ignore[assignment]
+        tiles_module.hash_pairs = counting_hash  # type: ignore[assignment]
         try:
             for name, fn in (
                 ("inclusion_proof", counted_inclusion),
@@ -364,7 +364,7 @@ def proofs(directory: Path, samples: int = 1000) -> str:
                 reads, hashes = counts["reads"] / samples, counts["hashes"] / samples
                 rows.append([name, f"{reads:.1f}", f"{hashes:.0f}"])
         finally:
-            tiles_module.node_hash = real_node_hash
+            tiles_module.hash_pairs = real_hash_pairs
         latest = store.latest_checkpoint()
         assert latest is not None
         full = store.read_tile(0, 0) or b""
@@ -389,18 +389,16 @@ def proofs(directory: Path, samples: int = 1000) -> str:
         ]
         costs = [[what, f"{per_call_us(fn, args):.1f}"] for what, fn, args in parts]
 
+        cache = TileCache()
+
         def cached(i: int) -> object:
-            return inclusion_proof(i, size, CachingTileHasher(store.read_tile, size).range)
+            return inclusion_proof(i, size, TileHasher(store.read_tile, size, cache).range)
 
         per_call_us(cached, indexes, 1)  # fill the cache (every proof shares the upper tiles)
         # Fresh random leaves each pass, so the proved leaves' own tiles are (mostly) misses.
         fresh = min(per_call_us(cached, rng.sample(range(size), samples), 1) for _ in range(3))
         costs.append(
-            [
-                "sketch: inclusion_proof with full-tile levels cached across proofs "
-                f"({len(CachingTileHasher.shared):,} tiles cached)",
-                f"{fresh:.1f}",
-            ]
+            [f"inclusion_proof with a TileCache ({len(cache):,} tiles cached)", f"{fresh:.1f}"]
         )
         prof = cProfile.Profile()
         prof.enable()
@@ -416,33 +414,6 @@ def proofs(directory: Path, samples: int = 1000) -> str:
         f"### Proofs at {size:,} entries ({samples:,} random indexes)\n\n{counts_table}\n\n"
         f"{cost_table}\n\ncProfile of Ledger.prove:\n\n```\n{_top(prof, 8)}```\n"
     )
-
-
-class CachingTileHasher(TileHasher):
-    """A sketch for src/: TileHasher whose hashed tile levels are shared across instances.
-
-    Keyed by (level, index, byte length), so a partial tile that has grown is hashed anew.
-    """
-
-    shared: ClassVar[dict[tuple[int, int, int], list[list[bytes]]]] = {}
-
-    def _tile_levels(self, level: int, index: int) -> list[list[bytes]]:
-        mine = self._levels.get((level, index))
-        if mine is not None:
-            return mine
-        data = self._read(level, index)
-        key = (level, index, -1 if data is None else len(data))
-        rows = self.shared.get(key)
-        if rows is None:
-            read = self._read
-            self._read = lambda _lv, _ix: data
-            try:
-                rows = super()._tile_levels(level, index)
-            finally:
-                self._read = read
-            self.shared[key] = rows
-        self._levels[(level, index)] = rows
-        return rows
 
 
 # -- verify -----------------------------------------------------------------------------------

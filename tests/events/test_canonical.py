@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, Literal
 
 import msgspec
@@ -33,6 +34,7 @@ from proctor.events import (
     decode_event,
     encode_event,
 )
+from proctor.events.canonical import _encode, _Encoded
 from proctor.events.ids import _MAX_NS, _MIN_NS, _uuid7, format_time
 from proctor.events.schema import REQUIRED_ATTRIBUTES, REQUIRED_FIELDS
 
@@ -270,6 +272,129 @@ def test_python_built_event_is_checked_before_it_is_encoded() -> None:
     floaty = _minimal(risk=Risk(score=3.5, level="low"))  # type: ignore[arg-type]
     with pytest.raises(EventError, match=r"got `float` - at `\$\.risk\.score`"):
         canonical_bytes(floaty)
+
+
+def test_canonical_bytes_reads_back_into_an_exact_twin_of_event() -> None:
+    """_Encoded must decode exactly what Event decodes: same fields (with their limits) and
+    the same settings (tag, unknown fields refused, …); only __post_init__ differs."""
+    assert msgspec.structs.fields(_Encoded) == msgspec.structs.fields(Event)
+    mine, theirs = _Encoded.__struct_config__, Event.__struct_config__
+    names = [n for n in dir(theirs) if not n.startswith("_")]
+    assert "forbid_unknown_fields" in names and "tag" in names
+    assert {n: getattr(mine, n) for n in names} == {n: getattr(theirs, n) for n in names}
+
+
+def _full_decode(event: Event) -> bytes | str:
+    """What canonical_bytes did before it skipped the checks already run at construction:
+    encode, then decode_event (every Meta limit and all of check_event). Bytes or the error."""
+    try:
+        data = _encode(event)
+        decode_event(data)
+    except EventError as exc:
+        return str(exc)
+    return data
+
+
+def _canonical(event: Event) -> bytes | str:
+    try:
+        return canonical_bytes(event)
+    except EventError as exc:
+        return str(exc)
+
+
+def _erasure(**changes: Any) -> Event:
+    return _minimal(**({"kind": "erasure", "attributes": {"erasure.key_id": "k1"}} | changes))
+
+
+# Events built in Python that msgspec never checked: limits, types and literals.
+UNCHECKED: dict[str, Callable[[], Event]] = {
+    "int above its Meta limit": lambda: _minimal(risk=Risk(score=101, level="low")),
+    "float for an int": lambda: _minimal(risk=Risk(score=3.5, level="low")),  # type: ignore[arg-type]
+    "bool for an int": lambda: _minimal(outcome=Outcome(status="ok", rows=True)),
+    "unsafe integer": lambda: _minimal(clock=Clock(source="ntp", offset_us=2**53)),
+    "kind not in the Literal": lambda: _minimal(kind="bogus"),  # type: ignore[arg-type]
+    "nested Literal": lambda: _minimal(outcome=Outcome(status="fine")),  # type: ignore[arg-type]
+    "string too long": lambda: _minimal(actor=Actor(id="a" * 257, kind="human")),
+    "statement too long": lambda: _minimal(action=Action(class_="read", statement="x" * 65_537)),
+    "pattern": lambda: _minimal(actor=Actor(id="a", kind="human", geo=Geo(country="usa"))),
+    "too many flags": lambda: _minimal(flags=tuple(f"f{i}" for i in range(33))),
+    "too many attributes": lambda: _minimal(attributes={f"k{i}": "v" for i in range(65)}),
+    "wrong part type": lambda: _minimal(clock=Geo(country="FR")),  # type: ignore[arg-type]
+    "tuple of the wrong items": lambda: _minimal(
+        actor=Actor(id="a", kind="human", roles=(1, 2))  # type: ignore[arg-type]
+    ),
+}
+
+
+def _mutated_attribute_key(key: str) -> Event:
+    event = _minimal(attributes={"ok": "1"})
+    event.attributes[key] = "x"
+    return event
+
+
+def _flag_appended(flag: str) -> Event:
+    event = _minimal(flags=["ok"])  # a list where a tuple is declared: still mutable
+    event.flags.append(flag)  # type: ignore[attr-defined]
+    return event
+
+
+def _factor_appended(factor: Factor) -> Event:
+    factors = [Factor(signal="ok", points=1)]
+    event = _minimal(risk=Risk(score=1, level="low", factors=factors))  # type: ignore[arg-type]
+    factors.append(factor)
+    return event
+
+
+def _erasure_without(value: str | None) -> Event:
+    event = _erasure()
+    if value is None:
+        del event.attributes["erasure.key_id"]
+    else:
+        event.attributes["erasure.key_id"] = value
+    return event
+
+
+# Checked events whose containers changed afterwards: check_event's container checks again.
+MUTATED: dict[str, Callable[[], Event]] = {
+    "attribute key not a slug": lambda: _mutated_attribute_key("Bad"),
+    "attribute key with a final newline": lambda: _mutated_attribute_key("bad\n"),
+    "flag with a final newline (list)": lambda: _flag_appended("bad\n"),
+    "factor signal with a final newline": lambda: _factor_appended(Factor(signal="b\n", points=1)),
+    "required attribute removed": lambda: _erasure_without(None),
+    "required attribute emptied": lambda: _erasure_without(""),
+}
+
+
+@pytest.mark.parametrize(
+    "make", [*UNCHECKED.values(), *MUTATED.values()], ids=[*UNCHECKED, *MUTATED]
+)
+def test_canonical_bytes_refuses_what_the_full_decode_refuses(make: Callable[[], Event]) -> None:
+    """Only checks that ran at construction on values that cannot change are skipped: every
+    other refusal is still there, with the same message."""
+    event = make()
+    want = _full_decode(event)
+    assert isinstance(want, str), "the case must be one the full decode refuses"
+    with pytest.raises(EventError) as info:
+        canonical_bytes(event)
+    assert str(info.value) == want
+
+
+_keys = st.one_of(slugs, st.text(st.sampled_from("aZ.-_9\n é"), max_size=6))
+
+
+@settings(max_examples=300)
+@given(events(), st.data())
+def test_canonical_bytes_agrees_with_the_full_decode(event: Event, data: st.DataObject) -> None:
+    """Valid events, some with their attributes changed after construction: the same bytes, or
+    the same error, as encoding and then running every check again."""
+    if data.draw(st.booleans(), label="mutate"):
+        for key in data.draw(st.lists(_keys, max_size=3), label="add"):
+            event.attributes[key] = data.draw(texts, label="value")
+        for key in data.draw(
+            st.lists(st.sampled_from(sorted(event.attributes) or ["x"])), label="drop"
+        ):
+            event.attributes.pop(key, None)
+    assert _canonical(event) == _full_decode(event)
 
 
 def test_lone_surrogate_cannot_be_canonicalized() -> None:

@@ -18,6 +18,7 @@ from proctor.ledger.merkle import (
     EMPTY_ROOT,
     TreeBuilder,
     consistency_proof,
+    hash_pairs,
     inclusion_proof,
     leaf_hash,
     mth,
@@ -125,6 +126,25 @@ def test_hasher_vectors() -> None:
     node = h["node"]
     got = node_hash(bytes.fromhex(node["left"]), bytes.fromhex(node["right"]))
     assert got == bytes.fromhex(node["hash"])
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=300), st.binary(min_size=32, max_size=32), st.binary(max_size=40))
+def test_pre_seeded_hashers_equal_the_rfc_definitions(
+    data: bytes, left: bytes, right: bytes
+) -> None:
+    """leaf_hash/node_hash copy a SHA-256 state holding the prefix; the digests must be
+    SHA-256(0x00 || d) and SHA-256(0x01 || l || r), and no call may change the shared state."""
+    for _ in range(3):  # repeated calls: a prefix state updated by mistake would drift
+        assert leaf_hash(data) == hashlib.sha256(b"\x00" + data).digest()
+        assert node_hash(left, right) == hashlib.sha256(b"\x01" + left + right).digest()
+    assert leaf_hash(b"") == hashlib.sha256(b"\x00").digest()
+
+
+@given(st.lists(st.binary(min_size=32, max_size=32), max_size=9))
+def test_hash_pairs_hashes_adjacent_pairs_and_drops_an_odd_last(hashes: list[bytes]) -> None:
+    want = [node_hash(hashes[i], hashes[i + 1]) for i in range(0, len(hashes) - 1, 2)]
+    assert hash_pairs(b"".join(hashes)) == b"".join(want)
 
 
 def test_node_hashes_of_the_reference_tree() -> None:

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from proctor.errors import StorageError
 from proctor.ledger.merkle import (
+    EMPTY_ROOT,
     HASH_SIZE,
     TreeBuilder,
     consistency_proof,
@@ -24,7 +25,15 @@ from proctor.ledger.merkle import (
     leaf_hash,
     mth,
 )
-from proctor.ledger.tiles import TILE_HEIGHT, TILE_WIDTH, EdgeTiles, TileHasher, tile_path
+from proctor.ledger.tiles import (
+    TILE_HEIGHT,
+    TILE_WIDTH,
+    EdgeTiles,
+    TileCache,
+    TileHasher,
+    _tile_root,
+    tile_path,
+)
 
 VECTORS = Path(__file__).parent / "vectors"
 FULL_TILE_BYTES = TILE_WIDTH * HASH_SIZE
@@ -59,8 +68,8 @@ class TileStore:
         dirty, self.edge = self.edge.extend(batch)
         self.tiles.update(dirty)
 
-    def hasher(self, size: int) -> TileHasher:
-        return TileHasher(self.read, size)
+    def hasher(self, size: int, cache: TileCache | None = None) -> TileHasher:
+        return TileHasher(self.read, size, cache)
 
 
 # --- tile paths -----------------------------------------------------------------------------------
@@ -264,6 +273,13 @@ def test_random_batches_give_the_same_tree(batches: list[int], data: st.DataObje
 # --- the edge: loading, immutability, damage ------------------------------------------------------
 
 
+@given(st.integers(0, 300))
+def test_tile_root_is_mth(count: int) -> None:
+    """extend hashes each completed tile with _tile_root; it must be MTH of its hashes."""
+    hashes = _leaves(count)
+    assert _tile_root(b"".join(hashes)) == mth(hashes)
+
+
 def test_extend_leaves_the_old_edge_untouched() -> None:
     edge = EdgeTiles(0, {})
     first_dirty, first_edge = edge.extend(_leaves(300))
@@ -317,3 +333,137 @@ def test_tile_hasher_refuses_missing_damaged_or_short_tiles() -> None:
         TileHasher(store.read, 301).root()  # the tiles only reach size 300
     with pytest.raises(ValueError):
         store.hasher(300).node(TILE_HEIGHT, 1)  # leaves 256..511 are not all in the tree
+
+
+# --- the cache of tiles shared across hashers ------------------------------------------------
+
+
+class CountingStore(TileStore):
+    """A TileStore that records every tile read, to see what the cache saved."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[tuple[int, int]] = []
+
+    def read(self, level: int, index: int) -> bytes | None:
+        self.reads.append((level, index))
+        return super().read(level, index)
+
+
+def _leaf_of_tile(store: TileStore, size: int, cache: TileCache, tile: int) -> bytes:
+    return store.hasher(size, cache).node(0, tile * TILE_WIDTH)
+
+
+def test_cache_keys_tiles_by_width_and_evicts_the_least_recently_used() -> None:
+    store = TileStore()
+    leaves = _leaves(5 * TILE_WIDTH + 17)
+    store.append(leaves)
+    size = len(leaves)
+    cache = TileCache(max_tiles=3)
+    for tile in range(6):  # tiles 0-4 are full; tile 5 holds 17 hashes
+        assert _leaf_of_tile(store, size, cache, tile) == leaves[tile * TILE_WIDTH]
+    assert len(cache) == 3
+    assert [cache.get(0, t) is not None for t in range(5)] == [False, False, False, True, True]
+    assert cache.get(0, 5, 17) is not None  # the partial tile, kept under the width it has
+    assert cache.get(0, 5) is None and cache.get(0, 5, 18) is None  # never under another
+    cache.get(0, 3)  # now the most recently used
+    _leaf_of_tile(store, size, cache, 0)
+    assert [cache.get(0, t) is not None for t in (0, 3, 4)] == [True, True, False]
+    rows = cache.get(0, 0)
+    assert rows is not None and rows[0] == store.tiles[(0, 0)] and rows[-1] == mth(leaves[:256])
+    with pytest.raises(ValueError, match="rows do not match"):
+        cache.put(0, 5, TILE_WIDTH, (store.tiles[(0, 5)],))  # a width that lies
+    with pytest.raises(ValueError, match="rows do not match"):
+        cache.put(0, 5, 0, (b"",))
+    with pytest.raises(ValueError):
+        TileCache(-1)
+    off = TileCache(0)
+    _leaf_of_tile(store, size, off, 1)
+    assert len(off) == 0
+    cache.clear()
+    assert len(cache) == 0 and cache.hits == cache.misses == 0
+
+
+def test_cached_tiles_are_read_once_per_width() -> None:
+    store = CountingStore()
+    store.append(_leaves(3 * TILE_WIDTH + 40))
+    size = store.edge.size
+    cache = TileCache()
+    inclusion_proof(TILE_WIDTH + 5, size, store.hasher(size, cache).range)
+    assert {(0, 1), (0, 3), (1, 0)} <= set(store.reads)
+    for _ in range(2):  # the same size again: every tile comes from the cache
+        store.reads.clear()
+        inclusion_proof(TILE_WIDTH + 5, size, store.hasher(size, cache).range)
+        assert store.reads == []
+    store.append(_leaves(3)[:1])  # the tree grows: the partial tiles it needs are other widths
+    store.reads.clear()
+    inclusion_proof(TILE_WIDTH + 5, size + 1, store.hasher(size + 1, cache).range)
+    assert (0, 3) in store.reads and (0, 1) not in store.reads
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.integers(1, 700), min_size=1, max_size=8),
+    st.integers(0, 4),
+    st.data(),
+)
+def test_a_shared_cache_gives_the_uncached_hashes_while_the_tree_grows(
+    batches: list[int], max_tiles: int, data: st.DataObject
+) -> None:
+    """Proofs and roots through one small cache, across tile boundaries, between appends.
+
+    A cache that served a tile under the wrong key (a partial tile at another width) would give a
+    proof or root that is not the reference one, or a StorageError.
+    """
+    leaves = _leaves(sum(batches))
+    ref = _ref_hasher(leaves)
+    store, cache, at = TileStore(), TileCache(max_tiles), 0
+    sizes = [0]
+    for step in batches:
+        store.append(leaves[at : at + step])
+        at += step
+        sizes.append(at)
+        for size in sizes:  # every size so far, from tiles that have grown since
+            assert store.hasher(size, cache).root() == (ref(0, size) if size else EMPTY_ROOT)
+        for _ in range(3):
+            index = data.draw(st.integers(0, at - 1), label="index")
+            old = data.draw(st.integers(0, at), label="old")
+            tiles = store.hasher(at, cache)
+            assert inclusion_proof(index, at, tiles.range) == inclusion_proof(index, at, ref)
+            assert consistency_proof(old, at, tiles.range) == consistency_proof(old, at, ref)
+    assert len(cache) <= max_tiles
+    for level, index in store.tiles:
+        rows = cache.get(level, index)
+        if rows is not None:
+            assert rows[0] == store.tiles[(level, index)]
+            assert len(rows[0]) == FULL_TILE_BYTES
+
+
+def test_a_shared_cache_through_three_levels(
+    big: tuple[list[bytes], TileStore, dict[int, bytes]],
+) -> None:
+    """The first level-1 tile fills at 65,536 leaves; sizes on both sides share one cache, the
+    larger sizes first so older sizes read the full tiles cached for newer ones."""
+    leaves, store, roots = big
+    ref = _ref_hasher(leaves)
+    cache = TileCache(max_tiles=64)
+    for size in sorted(roots, reverse=True):
+        tiles = store.hasher(size, cache)
+        assert tiles.root() == roots[size], size
+        for index in {i for i in (0, 255, 256, size // 2, size - 1, 65_535, 65_536) if i < size}:
+            assert inclusion_proof(index, size, tiles.range) == inclusion_proof(index, size, ref)
+    assert cache.get(1, 0) is not None  # the full level-1 tile was cached and used
+    sizes = sorted(roots)
+    for old, new in itertools.pairwise(sizes):
+        proof = consistency_proof(old, new, store.hasher(new, cache).range)
+        assert proof == consistency_proof(old, new, ref), (old, new)
+
+
+def test_a_shared_cache_at_every_small_size(
+    small: tuple[list[bytes], TileStore, list[TileStore]],
+) -> None:
+    """Tiles as they were at each size (partial ones shorter), up and then down, one cache."""
+    leaves, _, snapshots = small
+    cache = TileCache(max_tiles=2)
+    for size in [*range(SMALL + 1), *reversed(range(SMALL + 1))]:
+        assert snapshots[size].hasher(size, cache).root() == mth(leaves[:size]), size

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
+import itertools
 import os
 import stat
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -35,7 +37,7 @@ from proctor.ledger.merkle import consistency_proof, inclusion_proof
 from proctor.ledger.note import Signer, Verifier
 from proctor.ledger.receipt import Receipt
 from proctor.ledger.store import Durability, SqliteStore
-from proctor.ledger.tiles import TileHasher
+from proctor.ledger.tiles import DEFAULT_CACHE_TILES, TileCache, TileHasher
 
 __all__ = [
     "DB_NAME",
@@ -53,6 +55,7 @@ VKEY_NAME = "verifier.vkey"
 SKEY_NAME = "signer.key"
 LOCK_NAME = "ledger.lock"
 TIME_SKEW_FLAG = "time_skew"
+ENTRIES_CHUNK = 4096  # rows read per hold of the read lock by Ledger.entries
 
 
 def write_key_pair(signer: Signer, directory: Path) -> tuple[Path, Path]:
@@ -113,13 +116,25 @@ class Ledger:
         config: AppenderConfig | None = None,
         max_time_skew_ms: int = 300_000,
         clock: ClockSource | None = None,
+        cache_tiles: int = DEFAULT_CACHE_TILES,
     ) -> None:
+        """Open the ledger in ``directory``; with ``signer``, also for appending.
+
+        ``cache_tiles`` bounds the full tiles whose hashes proofs keep (~16 KiB each; 0 keeps
+        none): see ``TileCache``.
+        """
         self.directory = directory
         db = directory / DB_NAME
         if not db.exists():
             raise UsageError(f"no ledger in {directory} (create one with: proctor ledger init)")
         self._reader = SqliteStore(db, readonly=True)
         self._read_lock = threading.Lock()
+        # Shared by every TileHasher over self._reader: full tiles never change (TileCache).
+        self._tile_cache = TileCache(cache_tiles)
+        # The last checkpoint note whose signature was verified, and what it says. A note is
+        # immutable text; the same bytes verified with the same key and origin (both fixed for
+        # this object) give the same result, so an exact string match is the invalidation.
+        self._opened: tuple[str, Checkpoint] | None = None
         origin = self._reader.get_meta("origin")
         vkey = self._reader.get_meta("vkey")
         if origin is None or vkey is None:
@@ -195,7 +210,7 @@ class Ledger:
         The ledger index is the order of record; an event's own time is data. One whose time
         is further than the configured bound from the ledger's clock is kept, with a flag.
         """
-        skew = abs(parse_time(event.time) - self.clock.now()[0])
+        skew = abs(_time_ns(event.time) - self.clock.now()[0])
         if skew > self.max_time_skew_ns and TIME_SKEW_FLAG not in event.flags:
             event = msgspec.structs.replace(event, flags=(*event.flags, TIME_SKEW_FLAG))
         return canonical_bytes(event)
@@ -242,8 +257,28 @@ class Ledger:
         return data
 
     def entries(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes]]:
-        """Stored entries in index order."""
-        return self._reader.entries(start, end)
+        """Stored entries in index order (gaps in a damaged ledger show as skipped indexes).
+
+        The read connection is shared, so each chunk of rows is read under the read lock, like
+        every other read; the lock is not held while the caller iterates (who may call other
+        methods meanwhile). Each chunk starts after the last index of the one before and stops
+        at ``end``, or at the size when the iteration started: the rows one query would give.
+        """
+        lo, hi = start, end
+        while True:
+            with self._read_lock:
+                if hi is None:
+                    hi = self._reader.size()
+                rows = self._reader.entries(lo, hi)
+                try:
+                    chunk = list(itertools.islice(rows, ENTRIES_CHUNK))
+                finally:
+                    if isinstance(rows, Generator):
+                        rows.close()  # finalize the half-read statement while the lock is held
+            yield from chunk
+            if len(chunk) < ENTRIES_CHUNK:
+                return
+            lo = chunk[-1][0] + 1
 
     def prove(self, index: int) -> Receipt:
         """A receipt for ``index`` against the latest checkpoint that covers it."""
@@ -251,22 +286,22 @@ class Ledger:
         if not 0 <= index < size:
             raise UsageError(f"no entry at index {index} (the ledger has {size})")
         note = self._covering_checkpoint(index)
-        cp = open_checkpoint(note, [self.verifier], self.origin)
+        cp = self._open(note)
         with self._read_lock:
-            hasher = TileHasher(self._reader.read_tile, cp.size)
+            hasher = TileHasher(self._reader.read_tile, cp.size, self._tile_cache)
             hashes = inclusion_proof(index, cp.size, hasher.range)
         return Receipt(index=index, hashes=tuple(hashes), checkpoint=note)
 
     def consistency(self, old: int, new: int) -> list[bytes]:
         """RFC 9162 consistency proof between two tree sizes, from stored tiles."""
         with self._read_lock:
-            hasher = TileHasher(self._reader.read_tile, new)
+            hasher = TileHasher(self._reader.read_tile, new, self._tile_cache)
             return consistency_proof(old, new, hasher.range)
 
     def root(self, size: int) -> bytes:
         """The tree's root at ``size`` from stored tiles."""
         with self._read_lock:
-            return TileHasher(self._reader.read_tile, size).root()
+            return TileHasher(self._reader.read_tile, size, self._tile_cache).root()
 
     def latest_checkpoint(self) -> Checkpoint | None:
         """The latest checkpoint, verified with the ledger's key."""
@@ -274,7 +309,20 @@ class Ledger:
             latest = self._reader.latest_checkpoint()
         if latest is None:
             return None
-        return open_checkpoint(latest.note, [self.verifier], self.origin)
+        return self._open(latest.note)
+
+    def _open(self, note: str) -> Checkpoint:
+        """``open_checkpoint`` with this ledger's key and origin, skipped for the last note.
+
+        The Ed25519 verify is ~150 µs, most of a cached proof; consecutive proofs are nearly
+        always against the same latest checkpoint.
+        """
+        opened = self._opened
+        if opened is not None and opened[0] == note:
+            return opened[1]
+        cp = open_checkpoint(note, [self.verifier], self.origin)
+        self._opened = (note, cp)  # one assignment: readers see the old pair or the new one
+        return cp
 
     def _covering_checkpoint(self, index: int) -> str:
         with self._read_lock:
@@ -286,6 +334,26 @@ class Ledger:
                 f"no signed checkpoint covers index {index} yet; run proctor ledger checkpoint"
             )
         return self._appender.checkpoint()
+
+
+@functools.lru_cache(maxsize=256)
+def _second_ns(prefix: str) -> int:
+    """``YYYY-MM-DDTHH:MM:SS`` as nanoseconds since the epoch (validated by ``parse_time``)."""
+    return parse_time(f"{prefix}.000000000Z")
+
+
+def _time_ns(text: str) -> int:
+    """``parse_time(text)`` for an ``Event.time``, ~3x cheaper.
+
+    ``check_event`` validated the text when the event was built (its fields are frozen), so the
+    date and time of day are parsed once per distinct second, not once per event (a gateway's
+    events share their seconds), and the nine fraction digits are added. ``canonical_bytes``
+    still checks the time's pattern on the stored bytes.
+    """
+    try:
+        return _second_ns(text[:19]) + int(text[20:29])
+    except ValueError:
+        return parse_time(text)  # not a checked time after all: raise its EventError
 
 
 def _lock(path: Path) -> IO[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
+from typing import Final
 
 from proctor.errors import VerificationError
 
@@ -21,6 +22,7 @@ __all__ = [
     "RangeHasher",
     "TreeBuilder",
     "consistency_proof",
+    "hash_pairs",
     "inclusion_proof",
     "leaf_hash",
     "mth",
@@ -34,18 +36,46 @@ __all__ = [
 HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()  # MTH({}) — RFC 9162 §2.1.1
 
+# SHA-256 states that have already absorbed the RFC 9162 §2.1.1 domain-separation prefix. Copying
+# one and feeding it the rest costs less than building ``prefix + data`` and a new hasher (~0.50
+# against ~0.60 µs per node hash, ~0.82 against ~0.93 µs per 600-byte leaf, timeit here); the
+# digest is the same. They are only ever copied, never updated: private for that reason.
+_LEAF_PREFIX: Final = hashlib.sha256(b"\x00")
+_NODE_PREFIX: Final = hashlib.sha256(b"\x01")
+
 RangeHasher = Callable[[int, int], bytes]
 """``h(start, end)`` returns MTH(D[start:end]) for the ranges the RFC recursion visits."""
 
 
 def leaf_hash(data: bytes) -> bytes:
     """MTH({d}) = SHA-256(0x00 || d)."""
-    return hashlib.sha256(b"\x00" + data).digest()
+    h = _LEAF_PREFIX.copy()
+    h.update(data)
+    return h.digest()
 
 
 def node_hash(left: bytes, right: bytes) -> bytes:
     """SHA-256(0x01 || left || right)."""
-    return hashlib.sha256(b"\x01" + left + right).digest()
+    h = _NODE_PREFIX.copy()
+    h.update(left)
+    h.update(right)
+    return h.digest()
+
+
+def hash_pairs(row: bytes) -> bytes:
+    """The level above ``row`` (concatenated 32-byte hashes): ``node_hash`` of each pair.
+
+    Returns the parents of hashes 0|1, 2|3, … concatenated; an odd last hash has no parent here
+    (the caller decides whether it is carried up, as in ``mth``, or not yet complete, as in a
+    partial tile). A pair is 64 adjacent bytes, so each parent is one ``update`` of one slice.
+    """
+    copy = _NODE_PREFIX.copy
+    parents = []
+    for i in range(0, len(row) - 2 * HASH_SIZE + 1, 2 * HASH_SIZE):
+        h = copy()
+        h.update(row[i : i + 2 * HASH_SIZE])
+        parents.append(h.digest())
+    return b"".join(parents)
 
 
 def _split(n: int) -> int:

@@ -10,18 +10,36 @@ append touches one tile per level only when that level's tile fills: O(1) amorti
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 
 from proctor.errors import StorageError
-from proctor.ledger.merkle import EMPTY_ROOT, HASH_SIZE, mth, node_hash, range_root
+from proctor.ledger.merkle import EMPTY_ROOT, HASH_SIZE, hash_pairs, range_root
 
-__all__ = ["TILE_HEIGHT", "TILE_WIDTH", "EdgeTiles", "TileHasher", "TileReader", "tile_path"]
+__all__ = [
+    "DEFAULT_CACHE_TILES",
+    "TILE_HEIGHT",
+    "TILE_WIDTH",
+    "EdgeTiles",
+    "TileCache",
+    "TileHasher",
+    "TileReader",
+    "tile_path",
+]
 
 TILE_HEIGHT = 8
 TILE_WIDTH = 1 << TILE_HEIGHT
+# ~16 KiB per tile, ~16 MiB in all: every full level-1 tile (256**2 leaves each) of a tree of
+# up to ~2**26 leaves, which every proof shares, plus the level-0 tiles of recent proofs.
+DEFAULT_CACHE_TILES = 1024
 
 TileReader = Callable[[int, int], bytes | None]
 """``read(level, index)`` returns the stored tile's hashes concatenated, or None."""
+
+TileRows = tuple[bytes, ...]
+"""A tile's hashes and the interior levels above them: row ``r`` holds, concatenated, the
+hashes of the nodes ``r`` levels above the tile's base height that the tile's hashes complete."""
 
 
 def tile_path(level: int, index: int, width: int = TILE_WIDTH) -> str:
@@ -34,30 +52,122 @@ def tile_path(level: int, index: int, width: int = TILE_WIDTH) -> str:
     return f"tile/{level}/{name}{suffix}"
 
 
+def _tile_rows(data: bytes) -> TileRows:
+    """The tile's hashes and every complete interior level above them, up to its root.
+
+    A partial tile's odd last hash has no parent yet (its sibling is still to come), so it is not
+    carried up: every hash in every row is a complete subtree of the tree.
+    """
+    rows = [data]
+    while len(data) > HASH_SIZE:
+        data = hash_pairs(data)
+        rows.append(data)
+    return tuple(rows)
+
+
+def _tile_root(data: bytes) -> bytes:
+    """MTH of the tile's hashes, as ``merkle.mth`` of the 32-byte slices (an odd last carried)."""
+    while len(data) > HASH_SIZE:
+        odd = data[-HASH_SIZE:] if len(data) // HASH_SIZE % 2 else b""
+        data = hash_pairs(data) + odd
+    return data if data else EMPTY_ROOT
+
+
+class TileCache:
+    """The hashed rows of tiles, shared by the ``TileHasher``s of one ledger: an LRU.
+
+    An entry can never be stale, so it needs no invalidation: it is keyed by (level, index,
+    width) and holds the hashes of exactly the first ``width`` nodes of that tile, each the hash
+    of a complete subtree, which never changes as the tree grows (RFC 9162 §2.1; C2SP
+    tlog-tiles: a partial tile only ever grows at its end, a full one never changes). A tree
+    of another size needs another width of a partial tile, so it uses another key. Proofs are
+    made at the latest checkpoint's size, so between two checkpoints they share the right-edge
+    partial tiles too.
+
+    One cache belongs to one ledger database (keys do not name the database). It trusts what it
+    read: if someone rewrote a full tile in the file after it was cached, proofs keep using the
+    original hashes (``verify`` reads the file, never this cache, and reports the damage).
+    Thread-safe; bounded by ``max_tiles`` (0 keeps nothing).
+    """
+
+    def __init__(self, max_tiles: int = DEFAULT_CACHE_TILES) -> None:
+        if max_tiles < 0:
+            raise ValueError(f"max_tiles must be >= 0, not {max_tiles}")
+        self.max_tiles = max_tiles
+        self.hits = 0  # lookups; a partial tile is looked up too (always a miss)
+        self.misses = 0
+        self._tiles: OrderedDict[tuple[int, int, int], TileRows] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._tiles)
+
+    def get(self, level: int, index: int, width: int = TILE_WIDTH) -> TileRows | None:
+        """The rows of tile ``(level, index)`` at ``width`` hashes, if cached."""
+        key = (level, index, width)
+        with self._lock:
+            rows = self._tiles.get(key)
+            if rows is None:
+                self.misses += 1
+                return None
+            self.hits += 1
+            self._tiles.move_to_end(key)
+            return rows
+
+    def put(self, level: int, index: int, width: int, rows: TileRows) -> None:
+        """Keep a tile's rows (the least recently used tile goes when the cache is full)."""
+        if not 0 < width <= TILE_WIDTH or len(rows[0]) != width * HASH_SIZE:
+            raise ValueError(f"rows do not match tile {tile_path(level, index, width)}")
+        if not self.max_tiles:
+            return
+        with self._lock:
+            self._tiles[(level, index, width)] = rows
+            self._tiles.move_to_end((level, index, width))
+            while len(self._tiles) > self.max_tiles:
+                self._tiles.popitem(last=False)
+
+    def clear(self) -> None:
+        """Forget every tile (and the counters)."""
+        with self._lock:
+            self._tiles.clear()
+            self.hits = self.misses = 0
+
+
 class TileHasher:
     """Reads complete-subtree hashes of a tree of ``size`` leaves from stored tiles.
 
-    One instance serves one proof or root computation; it caches the tiles it read and the
-    interior levels it hashed, so the siblings that share a tile cost one read.
+    One instance serves one proof or root computation; it keeps the tiles it read and the
+    interior levels it hashed, so the siblings that share a tile cost one read. With a
+    ``TileCache`` the rows of full tiles are also shared across instances: a cached full tile
+    costs neither a read nor a hash.
     """
 
-    def __init__(self, read: TileReader, size: int) -> None:
+    def __init__(self, read: TileReader, size: int, cache: TileCache | None = None) -> None:
         self._read = read
         self.size = size
-        self._levels: dict[tuple[int, int], list[list[bytes]]] = {}
+        self._cache = cache
+        self._levels: dict[tuple[int, int], TileRows] = {}
 
-    def _tile_levels(self, level: int, index: int) -> list[list[bytes]]:
+    def _tile_levels(self, level: int, index: int) -> TileRows:
         key = (level, index)
-        cached = self._levels.get(key)
-        if cached is not None:
-            return cached
-        data = self._read(level, index)
-        if data is None or len(data) % HASH_SIZE:
-            raise StorageError(f"tile {tile_path(level, index)} is missing or damaged")
-        rows = [[data[i : i + HASH_SIZE] for i in range(0, len(data), HASH_SIZE)]]
-        while len(rows[-1]) > 1:
-            prev = rows[-1]
-            rows.append([node_hash(prev[i], prev[i + 1]) for i in range(0, len(prev) - 1, 2)])
+        rows = self._levels.get(key)
+        if rows is not None:
+            return rows
+        cache = self._cache
+        # The hashes this tree size covers in the tile; a stored tile may hold more (the tree
+        # grew since), which belong to a bigger tree and are left out.
+        width = min(TILE_WIDTH, (self.size >> (level * TILE_HEIGHT)) - index * TILE_WIDTH)
+        if cache is not None and width > 0:
+            rows = cache.get(level, index, width)
+        if rows is None:
+            data = self._read(level, index)
+            if data is None or len(data) % HASH_SIZE:
+                raise StorageError(f"tile {tile_path(level, index)} is missing or damaged")
+            if 0 < width * HASH_SIZE <= len(data):
+                data = data[: width * HASH_SIZE]
+            rows = _tile_rows(data)
+            if cache is not None and len(data) == width * HASH_SIZE:
+                cache.put(level, index, width, rows)
         self._levels[key] = rows
         return rows
 
@@ -68,13 +178,13 @@ class TileHasher:
         level, inner = divmod(height, TILE_HEIGHT)
         first = index << inner  # first node at the tile's base height
         rows = self._tile_levels(level, first // TILE_WIDTH)
-        pos = (first % TILE_WIDTH) >> inner
-        row = rows[inner] if inner < len(rows) else []
-        if pos >= len(row):
+        at = ((first % TILE_WIDTH) >> inner) * HASH_SIZE
+        row = rows[inner] if inner < len(rows) else b""
+        if at + HASH_SIZE > len(row):
             raise StorageError(
                 f"tile {tile_path(level, first // TILE_WIDTH)} is shorter than the tree needs"
             )
-        return row[pos]
+        return row[at : at + HASH_SIZE]
 
     def range(self, start: int, end: int) -> bytes:
         """MTH(D[start:end]) for the aligned ranges the RFC 9162 recursion visits."""
@@ -131,9 +241,7 @@ class EdgeTiles:
                 if width == TILE_WIDTH:
                     data = b"".join(parts)
                     dirty[(level, index)] = data
-                    completed.append(
-                        mth([data[i : i + HASH_SIZE] for i in range(0, len(data), 32)])
-                    )
+                    completed.append(_tile_root(data))
                     index, parts, width = index + 1, [], 0
             edge[level] = b"".join(parts)
             if width:
