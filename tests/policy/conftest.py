@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from proctor.context import RequestContext, decode_context
+from proctor.events.context import RequestContext, decode_context
 from proctor.policy.engine import PolicyEngine
 from proctor.policy.loader import load_policies
 

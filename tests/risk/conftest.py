@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from proctor.context import RequestContext, decode_context
+from proctor.events.context import RequestContext, decode_context
 from proctor.risk.network import GeoRow, GeoTable, NetworkClassifier
 
 BERLIN = GeoRow(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from proctor.context import decode_context, parse_rfc3339
+from proctor.events.context import decode_context, parse_rfc3339
 from proctor.events.schema import Risk
 from proctor.risk.baselines import Baselines
 from proctor.risk.engine import RiskEngine

@@ -21,6 +21,7 @@ import msgspec
 from msgspec import Meta
 
 from proctor.errors import EventError
+from proctor.events.context import DecisionInput, Geo
 from proctor.events.ids import TIME_PATTERN, UUID7_PATTERN, UUID_PATTERN, check_uuid7, parse_time
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "Actor",
     "Clock",
     "Decision",
+    "DecisionInput",
     "Device",
     "Event",
     "Factor",
@@ -130,16 +132,6 @@ class Device(_Part, frozen=True, kw_only=True):
     id: _Name
     managed: bool | None = None
     compliant: bool | None = None
-
-
-class Geo(_Part, frozen=True, kw_only=True):
-    """Where an IP address is, from a GeoIP database; coordinates are degrees times 10^6."""
-
-    country: Annotated[str, Meta(pattern="^[A-Z]{2}$", max_length=2)] | None = None
-    city: _Name | None = None
-    lat_e6: Annotated[int, Meta(ge=-90_000_000, le=90_000_000)] | None = None
-    lon_e6: Annotated[int, Meta(ge=-180_000_000, le=180_000_000)] | None = None
-    asn: Annotated[int, Meta(ge=0, le=2**32 - 1)] | None = None
 
 
 class Actor(_Part, frozen=True, kw_only=True):
@@ -264,6 +256,7 @@ class Event(_Part, frozen=True, kw_only=True, tag_field="schema", tag=SCHEMA):
     outcome: Outcome | None = None
     source: Source | None = None
     links: Links | None = None
+    input: DecisionInput | None = None
     attributes: Annotated[dict[_Slug, _Text], Meta(max_length=64)] = msgspec.field(
         default_factory=dict
     )

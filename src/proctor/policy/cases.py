@@ -29,8 +29,8 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
-from proctor.context import RequestContext
 from proctor.errors import InputError
+from proctor.events.context import RequestContext
 from proctor.events.schema import Risk
 from proctor.policy.engine import Decision, PolicyEngine
 

@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 
 import cedarpy
 
-from proctor.context import RequestContext, parse_rfc3339
+from proctor.events.context import RequestContext, parse_rfc3339
 from proctor.events.schema import Decision as DecisionPart
 from proctor.events.schema import Risk
 from proctor.policy.loader import PolicyBundle
@@ -181,7 +181,7 @@ class PolicyEngine:
             "country": (net.geo.country or "") if net and net.geo else "",
             "asn": (net.geo.asn or 0) if net and net.geo else 0,
         }
-        if net is not None:
+        if net is not None and net.ip is not None:
             network["ip"] = {"__extn": {"fn": "ip", "arg": net.ip}}
         sql = ctx.action.sql
         context = {

@@ -124,10 +124,10 @@ def load_policy_texts(files: Mapping[str, str]) -> PolicyBundle:
     return PolicyBundle(policies, revision_of(files), dict(files), cedar)
 
 
-def revision_of(files: Mapping[str, str]) -> str:
+def revision_of(files: Mapping[str, str], schema: str = SCHEMA_TEXT) -> str:
     """SHA-256 (hex) over the schema and each file's name and text, in name order."""
     h = hashlib.sha256(_REVISION_DOMAIN)
-    for part in (SCHEMA_TEXT, *(x for n in sorted(files) for x in (n, files[n]))):
+    for part in (schema, *(x for n in sorted(files) for x in (n, files[n]))):
         data = part.encode()
         h.update(len(data).to_bytes(8, "big"))  # length-prefixed: no two inputs collide
         h.update(data)

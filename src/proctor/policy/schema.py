@@ -17,7 +17,7 @@ from typing import Final
 
 import cedarpy
 
-from proctor.context import ACTION_CLASSES
+from proctor.events.context import ACTION_CLASSES
 
 __all__ = ["ENTITY_TYPES", "RESOURCE_ENTITY", "SCHEMA_TEXT", "cedar_schema"]
 

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
-from proctor.context import NetworkInfo, RequestContext, parse_rfc3339
+from proctor.events.context import NetworkInfo, RequestContext, parse_rfc3339
 from proctor.events.schema import Factor, Risk
 from proctor.risk.baselines import Baselines, SessionFacts
 from proctor.risk.freeman import HIERARCHY, score_session
@@ -32,7 +32,8 @@ def session_values(ctx: RequestContext) -> dict[str, str]:
     values: dict[str, str] = {}
     net = ctx.network
     if net is not None:
-        values["ip"] = net.ip
+        if net.ip is not None:
+            values["ip"] = net.ip
         if net.geo is not None:
             if net.geo.asn is not None:
                 values["asn"] = str(net.geo.asn)
@@ -67,7 +68,7 @@ class RiskEngine:
     def enrich(self, ctx: RequestContext) -> RequestContext:
         """Fill in network labels and geo from the configuration when the caller did not."""
         net = ctx.network
-        if net is None:
+        if net is None or net.ip is None:
             return ctx
         labels = net.labels or self.network.labels(net.ip)
         geo = net.geo or self.network.geo.lookup(net.ip)

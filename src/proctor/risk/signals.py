@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-from proctor.context import RequestContext
+from proctor.events.context import RequestContext
 from proctor.events.schema import Factor
 from proctor.risk.baselines import UserBaseline
 from proctor.risk.network import NetworkClassifier
@@ -195,7 +195,7 @@ def auth_failures(i: Inputs) -> Factor | None:
 
 def network_lists(i: Inputs) -> Factor | None:
     net = i.ctx.network
-    if net is None:
+    if net is None or net.ip is None:
         return None
     if i.network.denied(net.ip):
         return _factor(i, "denied_ip", f"{net.ip} is on the deny list")

@@ -1,5 +1,7 @@
 """The request context: everything Proctor knows about one request when it decides it.
 
+Decision events record it (``Event.input``), so it lives with the event schema.
+
 The gateway (or ``proctor policy explain``/``test``) builds a :class:`RequestContext`; the risk
 engine scores it and the policy engine decides it. The structs are strict: an unknown field,
 a wrong type or a bad value is an error that names the field path (``$.principal.roles[0]``),
@@ -21,7 +23,7 @@ import msgspec
 from msgspec import Meta
 
 from proctor.errors import InputError
-from proctor.events.schema import Geo
+from proctor.events.ids import UUID_PATTERN
 
 __all__ = [
     "ACTION_CLASSES",
@@ -29,8 +31,10 @@ __all__ = [
     "ActionInfo",
     "Activity",
     "ContextError",
+    "DecisionInput",
     "DeviceInfo",
     "ExternalSignals",
+    "Geo",
     "NetworkInfo",
     "Principal",
     "RequestContext",
@@ -67,8 +71,24 @@ class ContextError(InputError):
     """A request context that cannot be decided: the message names the field path."""
 
 
-class _Part(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Settings every part shares (subclasses restate frozen and kw_only for type checkers)."""
+class _Part(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+):
+    """Settings every part shares (subclasses restate frozen and kw_only for type checkers).
+
+    The same settings as the event's parts (``omit_defaults``: a field equal to its default
+    is not written), because a decision event records its request context.
+    """
+
+
+class Geo(_Part, frozen=True, kw_only=True):
+    """Where an IP address is, from a GeoIP database; coordinates are degrees times 10^6."""
+
+    country: Annotated[str, Meta(pattern="^[A-Z]{2}$", max_length=2)] | None = None
+    city: Annotated[str, Meta(max_length=256)] | None = None
+    lat_e6: Annotated[int, Meta(ge=-90_000_000, le=90_000_000)] | None = None
+    lon_e6: Annotated[int, Meta(ge=-180_000_000, le=180_000_000)] | None = None
+    asn: Annotated[int, Meta(ge=0, le=2**32 - 1)] | None = None
 
 
 class Principal(_Part, frozen=True, kw_only=True):
@@ -100,7 +120,7 @@ class DeviceInfo(_Part, frozen=True, kw_only=True):
 class NetworkInfo(_Part, frozen=True, kw_only=True):
     """Where the request comes from: address, configured labels (``corp``, ``vpn``) and geo."""
 
-    ip: Annotated[str, Meta(max_length=64)]
+    ip: Annotated[str, Meta(max_length=64)] | None = None
     labels: Annotated[tuple[_Label, ...], Meta(max_length=64)] = ()
     geo: Geo | None = None
 
@@ -137,8 +157,8 @@ class ActionInfo(_Part, frozen=True, kw_only=True):
 class Activity(_Part, frozen=True, kw_only=True):
     """What the session has done so far (filled by the gateway): for volume and rate signals."""
 
-    session_rows: Annotated[int, Meta(ge=0)] = 0
-    statements_per_minute: Annotated[int, Meta(ge=0)] | None = None
+    session_rows: Annotated[int, Meta(ge=0, le=2**53 - 1)] = 0
+    statements_per_minute: Annotated[int, Meta(ge=0, le=2**53 - 1)] | None = None
 
 
 class ExternalSignals(_Part, frozen=True, kw_only=True):
@@ -161,7 +181,7 @@ class RequestContext(_Part, frozen=True, kw_only=True):
     signals: ExternalSignals = ExternalSignals()
     session_start: bool = False
     """True for the request that opens a session (its features are what baselines learn)."""
-    session_id: _Name | None = None
+    session_id: Annotated[str, Meta(pattern=UUID_PATTERN, max_length=36)] | None = None
 
     def __post_init__(self) -> None:
         for path, text in (
@@ -173,13 +193,21 @@ class RequestContext(_Part, frozen=True, kw_only=True):
                     parse_rfc3339(text)
                 except ContextError as exc:
                     raise ValueError(f"{exc} - at `{path}`") from None
-        if self.network is not None:
+        if self.network is not None and self.network.ip is not None:
             try:
                 ipaddress.ip_address(self.network.ip)
             except ValueError:
                 raise ValueError(
                     f"invalid IP address {self.network.ip!r} - at `$.network.ip`"
                 ) from None
+
+
+class DecisionInput(_Part, frozen=True, kw_only=True):
+    """What a decision was made from, as recorded (minus ``redacted`` fields): its replay input."""
+
+    context: RequestContext
+    approved: bool = False
+    redacted: Annotated[tuple[Annotated[str, Meta(max_length=128)], ...], Meta(max_length=64)] = ()
 
 
 def parse_rfc3339(text: str) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proctor.context import ContextError, decode_context, parse_rfc3339
+from proctor.events.context import ContextError, decode_context, parse_rfc3339
 
 BASE = {
     "principal": {"id": "alice"},

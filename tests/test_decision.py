@@ -1,0 +1,104 @@
+"""A request decided, recorded in a real ledger, read back and replayed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from proctor.decision import Decider, replay
+from proctor.errors import UsageError
+from proctor.events.canonical import canonical_bytes, decode_event
+from proctor.ledger.ledger import Ledger
+from proctor.ledger.note import Signer
+from proctor.policy.archive import PolicyArchive
+from proctor.policy.live import LivePolicies
+from proctor.risk.baselines import Baselines
+from proctor.risk.engine import RiskEngine
+from tests.policy.conftest import EXAMPLES
+from tests.risk.conftest import NETWORK, login
+
+
+@pytest.fixture
+def decider(tmp_path: Path) -> Decider:
+    live = LivePolicies(EXAMPLES / "policies", archive=PolicyArchive(tmp_path / "archive.sqlite"))
+    return Decider(live, RiskEngine(Baselines(), network=NETWORK), gateway="gw-1")
+
+
+def _analyst_read(**more: object) -> object:
+    return login(
+        principal={"id": "alice", "roles": ["analyst"], "attributes": {"dept": "finance"}},
+        action={"class": "read", "operation": "SELECT", "sql": {"objects": ["public.orders"]}},
+        resource={"type": "table", "name": "public.orders", "database": "shop"},
+        session_id="0b7c1d2e-3f40-4a5b-8c6d-7e8f9a0b1c2d",
+        **more,
+    )
+
+
+def test_decide_record_read_back_and_replay(tmp_path: Path, decider: Decider) -> None:
+    signer = Signer.generate("audit.example/log")
+    Ledger.init(tmp_path / "ledger", signer)
+    decided = decider.evaluate(_analyst_read())  # type: ignore[arg-type]
+    assert decided.decision.effect == "allow"
+    assert decided.context.network is not None and decided.context.network.labels == ("corp",)
+    event = decided.event
+    assert event.kind == "decision" and event.decision is not None
+    assert event.decision.policies == ("analysts-read",)
+    assert event.decision.policy_revision == decider.engine.revision
+    assert (
+        event.actor is not None and event.actor.geo is not None and event.actor.geo.country == "DE"
+    )
+    assert event.risk is not None and event.risk.model == "proctor-risk/1;statistical"
+    with Ledger(tmp_path / "ledger", signer=signer) as ledger:
+        index = ledger.append(event)
+        back = decode_event(ledger.entry(index))
+    assert back == event
+    result = replay(back, decider._policies.archive)  # type: ignore[union-attr]
+    assert result.reproduced and result.differences == ()
+
+
+def test_replay_names_what_differs_and_uses_the_recorded_revision(decider: Decider) -> None:
+    decided = decider.evaluate(_analyst_read())  # type: ignore[arg-type]
+    archive = decider._policies.archive  # type: ignore[union-attr]
+    assert decided.event.input is not None
+    # The record says "step_up"; the policies at that revision say "allow".
+    dec = decided.event.decision
+    assert dec is not None
+    forged = msgspec.structs.replace(
+        decided.event, decision=msgspec.structs.replace(dec, effect="step_up", policies=("x",))
+    )
+    r = replay(forged, archive)
+    assert not r.reproduced
+    assert r.differences[0] == "effect: recorded step_up, replayed allow"
+    gone = msgspec.structs.replace(
+        decided.event, decision=msgspec.structs.replace(dec, policy_revision="0" * 64)
+    )
+    with pytest.raises(UsageError, match="not in the archive"):
+        replay(gone, archive)
+
+
+def test_redacted_fields_are_not_recorded(decider: Decider) -> None:
+    d = Decider(decider._policies, decider.risk, redact=["principal.attributes", "network.ip"])
+    event = d.evaluate(_analyst_read()).event  # type: ignore[arg-type]
+    assert event.input is not None and event.actor is not None
+    assert event.input.context.principal.attributes == {}
+    assert event.input.context.network is not None
+    assert event.input.redacted == ("network.ip", "principal.attributes")
+    assert event.actor.ip is None
+    assert b"finance" not in canonical_bytes(event)
+    with pytest.raises(UsageError, match=r"cannot redact 'principal\.id'"):
+        Decider(decider._policies, decider.risk, redact=["principal.id"])
+
+
+def test_every_decision_event_is_a_valid_canonical_event(decider: Decider) -> None:
+    for ctx in (
+        _analyst_read(),
+        login(ip="200.1.2.3", device="unknown-pc", time="2026-11-23T03:00:00Z"),
+        login(
+            principal={"id": "dana", "roles": ["dba"]},
+            action={"class": "ddl", "operation": "DROP TABLE"},
+        ),
+    ):
+        event = decider.evaluate(ctx).event  # type: ignore[arg-type]
+        assert decode_event(canonical_bytes(event)) == event
