@@ -137,7 +137,9 @@ def test_failures_volume_rate_and_external_signals() -> None:
     )
     s = _signals(e.assess(ctx))
     assert s["auth_failures"] == 15
-    assert s["data_volume"] == 20 and s["request_rate"] == 15 and s["idp_risk_high"] == 35
+    assert s["data_volume"] == 40  # ten times past the usual limit counts double
+    assert s["request_rate"] == 15 and s["idp_risk_high"] == 35
+    assert _signals(e.assess(login(activity={"session_rows": 1200})))["data_volume"] == 20
     ctx = login(signals={"idp_risk": "medium", "device_compliance_lost": True})
     assert _signals(e.assess(ctx))["device_compliance_lost"] == 25
 

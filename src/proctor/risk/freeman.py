@@ -26,7 +26,9 @@ implementation by the paper's group). Smoothing:
 The paper's prior term ``p(u|attack)/p(u|legit)`` (users with few logins look riskier) is
 left out: it is the same for every login of a user and would only shift that user's scores.
 Each feature's log2 ratio, in bits, becomes its points (``points_per_bit``), clipped, so
-every factor explains its share of the score.
+every factor explains its share of the score. By default familiarity earns no negative
+points: a user's usual device must not buy off another signal (a bulk export at night from
+that device is still a bulk export at night).
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ def score_session(
     *,
     beta: float = 1.0,
     points_per_bit: float = 5.0,
-    clip: tuple[int, int] = (-10, 30),
+    clip: tuple[int, int] = (0, 30),
 ) -> list[FeatureScore]:
     """Every feature's score for a session with these feature values."""
     out = []

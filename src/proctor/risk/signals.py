@@ -255,7 +255,9 @@ def data_volume(i: Inputs) -> Factor | None:
     limit = _anomalous(u.statements, u.rows_sum, u.rows_sumsq, rows, cfg.volume_sigmas)
     if limit is None:
         return None
-    return _factor(i, "data_volume", f"{rows} rows this session, usual up to {limit:.0f}")
+    # Ten times past the usual limit counts double: the size of an export is its danger.
+    points = cfg.pts("data_volume") * (2 if rows >= 10 * max(limit, 1.0) else 1)
+    return _factor(i, "data_volume", f"{rows} rows this session, usual up to {limit:.0f}", points)
 
 
 def request_rate(i: Inputs) -> Factor | None:
