@@ -280,13 +280,13 @@ def load_average() -> str:
 # -- the report -------------------------------------------------------------------------------
 
 
-def update_doc(path: Path, figures: str, skeleton: str) -> None:
+def update_doc(path: Path, figures: str, skeleton: str, begin: str = BEGIN, end: str = END) -> None:
     """Replace the text between the figure markers in ``path`` (created from ``skeleton``)."""
     text = path.read_text() if path.exists() else skeleton
-    block = f"{BEGIN}\n\n{figures.strip()}\n\n{END}"
-    if BEGIN in text and END in text:
-        before = text.split(BEGIN, 1)[0]
-        after = text.split(END, 1)[1]
+    block = f"{begin}\n\n{figures.strip()}\n\n{end}"
+    if begin in text and end in text:
+        before = text.split(begin, 1)[0]
+        after = text.split(end, 1)[1]
         text = before + block + after
     else:
         text = text.rstrip() + "\n\n" + block + "\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
@@ -10,6 +11,7 @@ from proctor.events.schema import Factor, Risk
 from proctor.policy.engine import NO_PERMIT, EngineConfig, PolicyEngine
 from proctor.policy.loader import load_policy_texts
 from tests.policy.conftest import request
+from tests.policy.conftest import request as request_ctx
 
 LOW = Risk(score=5, level="low")
 Make = Callable[..., PolicyEngine]
@@ -116,7 +118,7 @@ when {
 def test_requests_without_network_or_sql_get_neutral_values(engine_for: Make) -> None:
     text = '@id("x") permit(principal, action, resource) when { !(context.network has ip) && '
     text += 'context.network.country == "" && context.sql.statement_count == 0 && '
-    text += "context.mfa.age_s == -1 };"
+    text += "context.mfa.age_min == -1 };"
     assert engine_for(p=text).decide(request(), LOW).effect == "allow"
 
 
@@ -125,3 +127,35 @@ def test_approval_is_in_the_context(engine_for: Make, approved: bool) -> None:
     text = '@id("x") permit(principal, action, resource) when { context.approved };'
     effect = engine_for(p=text).decide(request(), LOW, approved=approved).effect
     assert effect == ("allow" if approved else "deny")
+
+
+def test_built_requests_conform_to_the_schema_and_caches_change_nothing() -> None:
+    # Cedar checks requests against the schema only with validate_requests; every request this
+    # engine builds must pass that check and decide the same, cached or not.
+    from proctor.policy.cases import load_cases, run_cases
+    from proctor.policy.loader import load_policies
+    from tests.policy.conftest import EXAMPLES
+
+    cases = load_cases(EXAMPLES / "policy-tests" / "cases.yaml").cases
+    bundle = load_policies(EXAMPLES / "policies")
+    results = []
+    for cfg in (
+        EngineConfig(validate_requests=True, cache_size=0),
+        EngineConfig(validate_requests=False, cache_size=0),
+        EngineConfig(),
+    ):
+        engine = PolicyEngine(bundle, cfg)
+        for _ in range(2):  # the second pass is served by the caches
+            got = run_cases(engine, cases)
+            assert all(r.passed for r in got), [r.mismatches for r in got if not r.passed]
+            results.append([(r.decision.effect, r.decision.policies) for r in got])
+    assert all(r == results[0] for r in results)
+
+
+def test_only_the_context_the_policies_read_is_sent(engine_for: Make) -> None:
+    engine = engine_for(
+        p='@id("x") permit(principal, action, resource) when { context.risk.score < 50 };'
+    )
+    assert engine.bundle.context_keys == {"risk"}
+    request = engine.cedar_request(request_ctx(), LOW)
+    assert json.loads(request["context"]) == {"risk": {"score": 5, "level": "low", "factors": []}}

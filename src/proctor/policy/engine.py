@@ -16,11 +16,13 @@ The engine holds one immutable :class:`PolicyBundle`; a reload swaps the whole e
 from __future__ import annotations
 
 import json
+import threading
 import time
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Any, Final, Generic, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
 import cedarpy
@@ -37,6 +39,9 @@ NO_PERMIT: Final = "no policy permits this"
 _MAX_ERROR: Final = 400  # cedarpy may quote the whole request in an error: keep records small
 
 Effect = Literal["allow", "deny", "step_up"]
+K = TypeVar("K")
+V = TypeVar("V")
+_Result = tuple[str, tuple[str, ...], tuple[str, ...]]
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,10 @@ class EngineConfig:
     """Zone for ``context.time.hour`` and ``weekday``."""
     mfa_fresh_s: int = 900
     """An MFA at most this old counts as ``context.mfa.fresh``."""
+    validate_requests: bool = False
+    """Have Cedar check every request and its entities against the schema (slower)."""
+    cache_size: int = 4096
+    """Decisions and parsed entity sets kept per engine (per policy revision); 0: none."""
 
 
 class PolicyEngine:
@@ -87,6 +96,16 @@ class PolicyEngine:
         self.config = config or EngineConfig()
         self._zone = ZoneInfo(self.config.timezone)
         self._schema = cedar_schema()
+        # Requests are built by this module from typed structs, so by default Cedar does not
+        # re-check them against the schema on every call (it doubled the cost); policies were
+        # checked against it at load, and tests decide with validate_requests on.
+        self._request_schema = self._schema if self.config.validate_requests else None
+        # A request checked against the schema needs every attribute; otherwise only those read.
+        keys = None if self.config.validate_requests else bundle.context_keys
+        self._context_keys = _ALL_CONTEXT_KEYS if keys is None else tuple(sorted(keys))
+        self._results: _Lru[tuple[str, str, str, str, str], _Result] = _Lru(self.config.cache_size)
+        self._entities: _Lru[str, cedarpy.Entities] = _Lru(self.config.cache_size)
+        self._entity_text: _Lru[tuple[object, ...], str] = _Lru(self.config.cache_size)
 
     @property
     def revision(self) -> str:
@@ -99,16 +118,42 @@ class PolicyEngine:
         try:
             request = self.cedar_request(ctx, risk, approved=approved)
             entities = self.cedar_entities(ctx)
-            result = cedarpy.is_authorized(request, self.bundle.cedar, entities, self._schema)
         except (ValueError, TypeError, OverflowError) as exc:
             return self._finish(start, "deny", (), (), errors=(_short(str(exc)),))
-        errors = tuple(_short(e) for e in result.diagnostics.errors)
-        ids = tuple(result.diagnostics.reasons)
-        if errors or result.decision not in (cedarpy.Decision.Allow, cedarpy.Decision.Deny):
-            return self._finish(start, "deny", ids, (), errors=errors or ("no decision",))
-        if result.decision == cedarpy.Decision.Allow:
+        # Cedar is a pure function of policies, request and entities: a result cached under
+        # the exact request and entity text, in this engine (one policy revision), is exact.
+        res = request["resource"]
+        key = (request["action"]["id"], res["type"], res["id"], request["context"], entities)
+        cached = self._results.get(key)
+        if cached is None:
+            cached = self._evaluate(request, entities)
+            self._results.put(key, cached)
+        effect, ids, errors = cached
+        if errors:
+            return self._finish(start, "deny", ids, (), errors=errors)
+        if effect == "allow":
             return self._allow(start, ids)
         return self._deny(start, ids)
+
+    def _evaluate(
+        self, request: dict[str, Any], entities: str
+    ) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+        """Cedar's answer: effect, determining policy ids, errors (any error means deny)."""
+        handle = self._entities.get(entities)
+        try:
+            if handle is None:
+                handle = cedarpy.Entities.from_json_str(entities, self._request_schema)
+                self._entities.put(entities, handle)
+            result = cedarpy.is_authorized(request, self.bundle.cedar, handle, self._request_schema)
+        except (ValueError, TypeError, OverflowError) as exc:
+            return "deny", (), (_short(str(exc)),)
+        errors = tuple(_short(e) for e in result.diagnostics.errors)
+        ids = tuple(result.diagnostics.reasons)
+        if result.decision == cedarpy.Decision.Allow and not errors:
+            return "allow", ids, ()
+        if result.decision == cedarpy.Decision.Deny and not errors:
+            return "deny", ids, ()
+        return "deny", ids, errors or ("no decision",)
 
     # -- results -----------------------------------------------------------------------------
 
@@ -167,62 +212,47 @@ class PolicyEngine:
     def cedar_request(
         self, ctx: RequestContext, risk: Risk, *, approved: bool = False
     ) -> dict[str, Any]:
-        """Principal, action, resource and context as cedarpy takes them."""
-        now_ns = parse_rfc3339(ctx.time)
-        local = datetime.fromtimestamp(now_ns // 1_000_000_000, UTC).astimezone(self._zone)
-        p = ctx.principal
-        mfa_age = -1
-        if p.mfa and p.mfa_time is not None:
-            mfa_age = max(0, (now_ns - parse_rfc3339(p.mfa_time)) // 1_000_000_000)
-        dev = ctx.device
-        net = ctx.network
-        network: dict[str, Any] = {
-            "labels": list(net.labels) if net else [],
-            "country": (net.geo.country or "") if net and net.geo else "",
-            "asn": (net.geo.asn or 0) if net and net.geo else 0,
-        }
-        if net is not None and net.ip is not None:
-            network["ip"] = {"__extn": {"fn": "ip", "arg": net.ip}}
-        sql = ctx.action.sql
-        context = {
-            "risk": {
-                "score": risk.score,
-                "level": risk.level,
-                "factors": [f.signal for f in risk.factors if f.points > 0],
-            },
-            "mfa": {
-                "present": p.mfa,
-                "fresh": 0 <= mfa_age <= self.config.mfa_fresh_s,
-                "age_s": mfa_age,
-            },
-            "auth_method": p.auth_method,
-            "device": {
-                "known": dev is not None and dev.id is not None,
-                "managed": dev is not None and dev.managed,
-                "compliant": dev is not None and dev.compliant,
-            },
-            "network": network,
-            "time": {"hour": local.hour, "weekday": local.isoweekday()},
-            "operation": ctx.action.operation or "",
-            "sql": {
-                "statement_count": sql.statement_count if sql else 0,
-                "has_where": sql.has_where if sql else True,
-                "objects": list(sql.objects) if sql else [],
-                "functions": list(sql.functions) if sql else [],
-                "writes_in_cte": sql.writes_in_cte if sql else False,
-                "copy_program": sql.copy_program if sql else False,
-            },
-            "approved": approved,
-        }
+        """Principal, action, resource and context (as JSON text) as cedarpy takes them.
+
+        Only the context attributes some policy reads are built (``PolicyBundle.context_keys``),
+        unless requests are checked against the schema: less to build here and far less for
+        Cedar to parse, which is most of a decision's cost.
+        """
+        keys = self._context_keys
+        context = {k: _CONTEXT_BUILDERS[k](self, ctx, risk, approved) for k in keys}
         return {
-            "principal": _uid("User", p.id),
+            "principal": _uid("User", ctx.principal.id),
             "action": _uid("Action", ctx.action.class_),
             "resource": _uid(RESOURCE_ENTITY[ctx.resource.type], ctx.resource.name),
-            "context": context,
+            "context": json.dumps(context, sort_keys=True, separators=(",", ":")),
         }
+
+    def _mfa(self, ctx: RequestContext, _risk: Risk, _approved: bool) -> dict[str, Any]:
+        p = ctx.principal
+        age = -1
+        if p.mfa and p.mfa_time is not None:
+            now = parse_rfc3339(ctx.time)
+            age = max(0, (now - parse_rfc3339(p.mfa_time)) // 1_000_000_000)
+        fresh = 0 <= age <= self.config.mfa_fresh_s
+        # Minutes, not seconds: what policies need, and a value that repeats between requests.
+        return {"present": p.mfa, "fresh": fresh, "age_min": age // 60 if age >= 0 else -1}
+
+    def _time(self, ctx: RequestContext, _risk: Risk, _approved: bool) -> dict[str, Any]:
+        now_s = parse_rfc3339(ctx.time) // 1_000_000_000
+        local = datetime.fromtimestamp(now_s, UTC).astimezone(self._zone)
+        return {"hour": local.hour, "weekday": local.isoweekday()}
 
     def cedar_entities(self, ctx: RequestContext) -> str:
         """The request's entities as Cedar entity JSON: the user and the resource."""
+        p = ctx.principal
+        key = (p.id, p.kind, p.display_name, p.roles, p.groups, *sorted(p.attributes.items()))
+        text = self._entity_text.get((key, ctx.resource))
+        if text is None:
+            text = self._entities_json(ctx)
+            self._entity_text.put((key, ctx.resource), text)
+        return text
+
+    def _entities_json(self, ctx: RequestContext) -> str:
         p = ctx.principal
         parents = [{"type": "Role", "id": r} for r in p.roles]
         parents += [{"type": "Group", "id": g} for g in p.groups]
@@ -251,6 +281,91 @@ class PolicyEngine:
             {"uid": {"type": kind, "id": res.name}, "attrs": attrs, "parents": res_parents}
         )
         return json.dumps(entities)
+
+
+def _risk(_e: PolicyEngine, _c: RequestContext, risk: Risk, _a: bool) -> dict[str, Any]:
+    factors = sorted({f.signal for f in risk.factors if f.points > 0})
+    return {"score": risk.score, "level": risk.level, "factors": factors}
+
+
+def _device(_e: PolicyEngine, ctx: RequestContext, _r: Risk, _a: bool) -> dict[str, Any]:
+    dev = ctx.device
+    if dev is None:
+        return {"known": False, "managed": False, "compliant": False}
+    return {"known": dev.id is not None, "managed": dev.managed, "compliant": dev.compliant}
+
+
+def _network(_e: PolicyEngine, ctx: RequestContext, _r: Risk, _a: bool) -> dict[str, Any]:
+    net = ctx.network
+    geo = net.geo if net else None
+    out: dict[str, Any] = {
+        "labels": sorted(net.labels) if net else [],
+        "country": (geo.country or "") if geo else "",
+        "asn": (geo.asn or 0) if geo else 0,
+    }
+    if net is not None and net.ip is not None:
+        out["ip"] = {"__extn": {"fn": "ip", "arg": net.ip}}
+    return out
+
+
+def _sql(_e: PolicyEngine, ctx: RequestContext, _r: Risk, _a: bool) -> dict[str, Any]:
+    sql = ctx.action.sql
+    if sql is None:
+        return {
+            "statement_count": 0,
+            "has_where": True,
+            "objects": [],
+            "functions": [],
+            "writes_in_cte": False,
+            "copy_program": False,
+        }
+    return {
+        "statement_count": sql.statement_count,
+        "has_where": sql.has_where,
+        "objects": sorted(sql.objects),
+        "functions": sorted(sql.functions),
+        "writes_in_cte": sql.writes_in_cte,
+        "copy_program": sql.copy_program,
+    }
+
+
+_Builder = Callable[[PolicyEngine, RequestContext, Risk, bool], Any]
+_CONTEXT_BUILDERS: Final[dict[str, _Builder]] = {
+    "risk": _risk,
+    "mfa": PolicyEngine._mfa,
+    "auth_method": lambda _e, ctx, _r, _a: ctx.principal.auth_method,
+    "device": _device,
+    "network": _network,
+    "time": PolicyEngine._time,
+    "operation": lambda _e, ctx, _r, _a: ctx.action.operation or "",
+    "sql": _sql,
+    "approved": lambda _e, _c, _r, approved: approved,
+}
+_ALL_CONTEXT_KEYS: Final = tuple(_CONTEXT_BUILDERS)
+
+
+class _Lru(Generic[K, V]):
+    """A small thread-safe LRU map."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._data: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: K) -> V | None:
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
+
+    def put(self, key: K, value: V) -> None:
+        if self._size <= 0:
+            return
+        with self._lock:
+            self._data[key] = value
+            while len(self._data) > self._size:
+                self._data.popitem(last=False)
 
 
 def _uid(kind: str, name: str) -> dict[str, str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -68,6 +68,8 @@ class PolicyBundle:
     revision: str
     files: Mapping[str, str]
     cedar: cedarpy.PolicySet
+    context_keys: frozenset[str] | None = None
+    """The ``context`` attributes any policy reads (None: a policy uses ``context`` whole)."""
 
 
 def load_policies(directory: Path) -> PolicyBundle:
@@ -121,7 +123,39 @@ def load_policy_texts(files: Mapping[str, str]) -> PolicyBundle:
         cedar = cedarpy.PolicySet.from_json_str(json.dumps(doc))
     except ValueError as exc:  # every policy parsed on its own; this would be a cedarpy bug
         raise PolicyError([f"policy set: {exc}"]) from None
-    return PolicyBundle(policies, revision_of(files), dict(files), cedar)
+    keys = _context_keys(cedar_json.values())
+    return PolicyBundle(policies, revision_of(files), dict(files), cedar, keys)
+
+
+def _context_keys(bodies: Iterable[Any]) -> frozenset[str] | None:
+    """Which first-level ``context`` attributes the policies read, from their Cedar JSON.
+
+    ``context.x`` and ``context has x`` both name ``x``; ``context`` used any other way (compared
+    whole, say) means every attribute is needed, and the answer is None.
+    """
+    keys: set[str] = set()
+    whole = False
+
+    def walk(node: Any) -> None:
+        nonlocal whole
+        if isinstance(node, dict):
+            for op in (".", "has"):
+                inner = node.get(op)
+                if isinstance(inner, dict) and inner.get("left") == {"Var": "context"}:
+                    keys.add(str(inner.get("attr")))
+                    return
+            if node.get("Var") == "context":
+                whole = True
+                return
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for body in bodies:
+        walk(body.get("conditions", []))
+    return None if whole else frozenset(keys)
 
 
 def revision_of(files: Mapping[str, str], schema: str = SCHEMA_TEXT) -> str:

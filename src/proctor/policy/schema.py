@@ -44,7 +44,7 @@ entity Route = {{ sensitivity: String }};
 entity Service = {{ sensitivity: String }};
 
 type Risk = {{ score: Long, level: String, factors: Set<String> }};
-type Mfa = {{ present: Bool, fresh: Bool, age_s: Long }};
+type Mfa = {{ present: Bool, fresh: Bool, age_min: Long }};
 type Device = {{ known: Bool, managed: Bool, compliant: Bool }};
 type Network = {{ ip?: ipaddr, labels: Set<String>, country: String, asn: Long }};
 type Clock = {{ hour: Long, weekday: Long }};

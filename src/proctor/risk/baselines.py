@@ -105,6 +105,10 @@ class Baselines:
             raise StorageError(f"cannot open baselines {path}: {exc}") from None
         self._lock = threading.Lock()
         self._cache: dict[str, UserBaseline] = {}
+        # Recent failures in memory (the file keeps them across restarts): read on every request.
+        self._failures: dict[str, list[int]] = {}
+        for who, t in self._db.execute("SELECT user, time_ns FROM failures ORDER BY time_ns"):
+            self._failures.setdefault(str(who), []).append(int(t))
         self.population = self._load(POPULATION)
         self.users = int(
             self._db.execute("SELECT count(*) FROM users WHERE user != ''").fetchone()[0]
@@ -124,11 +128,9 @@ class Baselines:
         return b
 
     def failures(self, user: str, since_ns: int) -> int:
-        """Failed authentications of ``user`` since ``since_ns``."""
-        row = self._db.execute(
-            "SELECT count(*) FROM failures WHERE user = ? AND time_ns >= ?", (user, since_ns)
-        ).fetchone()
-        return int(row[0])
+        """Failed authentications of ``user`` since ``since_ns`` (within the last hour)."""
+        times = self._failures.get(user)
+        return 0 if not times else sum(1 for t in times if t >= since_ns)
 
     # -- learning ----------------------------------------------------------------------------
 
@@ -181,6 +183,14 @@ class Baselines:
             except sqlite3.DatabaseError as exc:
                 self._db.execute("ROLLBACK")
                 raise StorageError(f"baselines {self.path}: {exc}") from None
+            cutoff = now - FAILURE_WINDOW_NS
+            for who in list(self._failures):
+                kept = [t for t in self._failures[who] if t >= cutoff]
+                if kept:
+                    self._failures[who] = kept
+                else:
+                    del self._failures[who]
+            self._failures.setdefault(user, []).append(now)
 
     # -- storage -----------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ MaxMind-format ``.mmdb`` file (GeoLite2-City / -ASN layout) when ``it is configu
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -26,8 +27,13 @@ T = TypeVar("T")
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
+@functools.lru_cache(maxsize=65536)  # the same client addresses come back request after request
+def _parse_ip(address: str) -> IPAddress:
+    return ipaddress.ip_address(address)
+
+
 def _as_ip(address: str | IPAddress) -> IPAddress:
-    ip = ipaddress.ip_address(address) if isinstance(address, str) else address
+    ip = _parse_ip(address) if isinstance(address, str) else address
     # An IPv4-mapped IPv6 address (::ffff:10.0.0.1) is the IPv4 address for every table.
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
