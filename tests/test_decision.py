@@ -102,3 +102,12 @@ def test_every_decision_event_is_a_valid_canonical_event(decider: Decider) -> No
     ):
         event = decider.evaluate(ctx).event  # type: ignore[arg-type]
         assert decode_event(canonical_bytes(event)) == event
+
+
+def test_policy_reloaded_event_is_valid(decider: Decider) -> None:
+    from proctor.decision import policy_reloaded_event
+
+    event = policy_reloaded_event("a" * 64, "b" * 64, decider.clock, policies=9, files=2)
+    assert decode_event(canonical_bytes(event)) == event
+    assert event.attributes["policy.previous"] == "a" * 64
+    assert event.attributes["policy.revision"] == "b" * 64

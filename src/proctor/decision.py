@@ -43,7 +43,7 @@ from proctor.policy.engine import Decision, PolicyEngine
 from proctor.policy.live import LivePolicies
 from proctor.risk.engine import RiskEngine
 
-__all__ = ["REDACTABLE", "Decided", "Decider", "Replay", "replay"]
+__all__ = ["REDACTABLE", "Decided", "Decider", "Replay", "policy_reloaded_event", "replay"]
 
 REDACTABLE: Final = frozenset(
     {
@@ -178,6 +178,26 @@ class Decider:
             if isinstance(node, dict):
                 node.pop(leaf, None)
         return msgspec.convert(doc, RequestContext)
+
+
+def policy_reloaded_event(
+    old: str, new: str, clock: ClockSource, *, policies: int, files: int
+) -> Event:
+    """The ``policy.reloaded`` event: which revision replaced which (texts are archived)."""
+    now, quality = clock.now()
+    return Event(
+        id=new_event_id(),
+        kind="policy.reloaded",
+        time=format_time(now),
+        clock=quality,
+        source=Source(system="proctor"),
+        attributes={
+            "policy.revision": new,
+            "policy.previous": old,
+            "policy.count": str(policies),
+            "policy.files": str(files),
+        },
+    )
 
 
 @dataclass(frozen=True)

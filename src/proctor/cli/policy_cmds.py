@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,10 +14,14 @@ from rich.table import Table
 
 from proctor.cli._app import EXIT_FAILED, EXIT_INPUT, app, err, handled, out
 from proctor.errors import InputError, UsageError
+from proctor.events.context import RequestContext
+from proctor.events.schema import Risk
 from proctor.policy.cases import Case, load_cases, run_cases
 from proctor.policy.engine import Decision, PolicyEngine
 from proctor.policy.loader import PolicyBundle, PolicyError, load_policies
 from proctor.policy.schema import SCHEMA_TEXT
+from proctor.risk.baselines import Baselines
+from proctor.risk.engine import RiskEngine
 
 policy_app = typer.Typer(help="Check, test and explain Cedar policies.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
@@ -112,18 +117,33 @@ def explain(
         Path, typer.Argument(help="YAML or JSON: one case (request, risk, approved), no expect.")
     ],
     policies: PoliciesOpt = None,
+    baselines: Annotated[
+        Path | None,
+        typer.Option("--baselines", help="Baselines file (e.g. LEDGER/baselines.sqlite)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Decide one request and show why: determining policies, reasons, obligations, risk."""
+    """Decide one request and show why: determining policies, reasons, obligations, risk.
+
+    The risk comes from the file's ``risk`` when it has one; otherwise the risk engine scores
+    the request, against the baselines given with --baselines (or none: a user never seen).
+    """
     if policies is None:
         raise UsageError("no policies: give --policies DIR or set PROCTOR_POLICIES")
-    case = _load_one(request_file)
+    case = load_case(request_file, risk_optional=True)
     engine = PolicyEngine(_load(policies))
-    decision = engine.decide(case.request, case.risk, approved=case.approved)
+    ctx, risk = case.request, case.risk
+    if not case.risk_given:
+        scorer = RiskEngine(Baselines(baselines))
+        ctx = scorer.enrich(ctx)
+        risk = scorer.assess(ctx)
+    decision = engine.decide(ctx, risk, approved=case.approved)
     if as_json:
-        print(json.dumps(_decision_json(decision, engine.bundle), indent=2))
+        doc = _decision_json(decision, engine.bundle)
+        doc["risk"] = msgspec.to_builtins(risk)
+        print(json.dumps(doc, indent=2))
         return
-    _print_explained(case, decision, engine.bundle)
+    print_decision(decision, engine.bundle, risk)
 
 
 @policy_app.command("schema")
@@ -135,8 +155,18 @@ def schema() -> None:
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def _load_one(path: Path) -> Case:
-    """A single request file: a case without ``expect``."""
+@dataclass(frozen=True)
+class OneCase:
+    """A single request read from a file, and whether it carried its own risk."""
+
+    request: RequestContext
+    risk: Risk
+    approved: bool
+    risk_given: bool
+
+
+def load_case(path: Path, *, risk_optional: bool = False) -> OneCase:
+    """A single request file: ``request`` (required), ``risk``, ``approved``."""
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -145,14 +175,19 @@ def _load_one(path: Path) -> Case:
         raise InputError(f"{path}: not valid YAML or JSON: {exc}") from None
     if not isinstance(raw, dict):
         raise InputError(f"{path}: expected a mapping with 'request' (and 'risk', 'approved')")
+    given = "risk" in raw
+    if not given and not risk_optional:
+        raise InputError(f"{path}: no 'risk'")
     raw = {"name": path.name, "expect": {"effect": "deny"}, **raw}  # expect is not used
     try:
-        return msgspec.convert(raw, type=Case)
+        case = msgspec.convert(raw, type=Case)
     except msgspec.ValidationError as exc:
         raise InputError(f"{path}: {exc}") from None
+    return OneCase(case.request, case.risk, case.approved, given)
 
 
-def _print_explained(case: Case, d: Decision, bundle: PolicyBundle) -> None:
+def print_decision(d: Decision, bundle: PolicyBundle, risk: Risk) -> None:
+    """A decision for people: effect, why, which policy where, obligations, risk factors."""
     colour = {"allow": "green", "deny": "red", "step_up": "yellow"}[d.effect]
     out.print(f"[bold {colour}]{d.effect.upper()}[/]  ({d.eval_us} µs, revision {d.revision[:16]})")
     for reason in d.reasons:
@@ -166,11 +201,10 @@ def _print_explained(case: Case, d: Decision, bundle: PolicyBundle) -> None:
         out.print(f"  re-decided after {d.recheck_s} s")
     for e in d.errors:
         out.print(f"  [red]error:[/] {_esc(e)}")
-    risk = case.risk
     out.print(f"risk {risk.score} ({risk.level})" + (f", model {risk.model}" if risk.model else ""))
     if risk.factors:
         table = Table("signal", "points", "evidence")
-        for f in sorted(risk.factors, key=lambda f: -f.points):
+        for f in risk.factors:
             table.add_row(_esc(f.signal), str(f.points), _esc(f.evidence or ""))
         out.print(table)
 
