@@ -185,6 +185,8 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     res = proctor("demo", "--dir", tmp_path / "demo")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "demo complete" in res.stdout
+    assert "critical-risk" in res.stdout and "ddl-needs-mfa" in res.stdout
+    assert "reproduced" in res.stdout
     assert "modified-entry" in res.stdout and "not-an-extension" in res.stdout
 
 

@@ -1,7 +1,8 @@
 """``proctor demo``: the ledger end to end, in a scratch directory.
 
-Until the gateway exists the demo drives the ledger the way the gateway will: keys, sample
-access events appended, a signed checkpoint, a receipt checked with the public key alone, a
+Until the gateway exists the demo drives the engine and the ledger the way the gateway will:
+keys, sample access events appended, live decisions for users with different risk (each
+recorded, one replayed), a signed checkpoint, a receipt checked with the public key alone, a
 full verification, then two attacks on copies (an edited decision, a rollback that hides the
 newest entries) and what verification says about each.
 """
@@ -19,6 +20,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from proctor.cli._app import EXIT_FAILED, app, handled, out
+from proctor.cli.demo_decisions import run_decisions
 from proctor.cli.ledger_cmds import read_events
 from proctor.errors import UsageError, VerificationError
 from proctor.events.canonical import canonical_bytes, decode_event
@@ -31,6 +33,7 @@ from proctor.ledger.verify import Report, verify_ledger
 
 ORIGIN = "proctor.demo/ledger"
 _REPO_EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "events.jsonl"
+_REPO_POLICIES = Path(__file__).resolve().parents[3] / "examples" / "policies"
 
 
 def _step(n: int, title: str) -> None:
@@ -120,11 +123,17 @@ def demo(
         table.add_row(str(i), e.kind, _who(e), _what(e), risk)
     out.print(table)
 
-    _step(3, "Signed checkpoint (C2SP tlog-checkpoint in a signed note)")
+    _step(3, "Live decisions: risk, Cedar policies, each one recorded")
+    ok &= run_decisions(ledger_dir, skey, _REPO_POLICIES)
+    with Ledger(ledger_dir, signer=load_signer(skey)) as lg:
+        note = lg.checkpoint()
+        last = lg.size() - 1
+
+    _step(4, "Signed checkpoint (C2SP tlog-checkpoint in a signed note)")
     out.print(Panel(note.rstrip("\n"), expand=False))
     saved = note
 
-    _step(4, "Receipt for one decision, checked with the public key alone")
+    _step(5, "Receipt for one decision, checked with the public key alone")
     target = next(
         (i for i, e in enumerate(batch, first) if e.decision and e.decision.effect == "deny"),
         first,
@@ -144,12 +153,12 @@ def demo(
     except VerificationError as exc:
         out.print(f"the same receipt with 'deny' changed to 'allow': [red]rejected[/] ({exc})")
 
-    _step(5, "Full verification")
+    _step(6, "Full verification")
     report = _verify(ledger_dir, verifier, saved)
     _show(report)
     ok &= bool(report)
 
-    _step(6, f"Attack 1: a copy where entry {target}'s 'deny' became 'allow'")
+    _step(7, f"Attack 1: a copy where entry {target}'s 'deny' became 'allow'")
     copy1 = base / "tampered-copy"
     shutil.copytree(ledger_dir, copy1)
     _attacker(
@@ -164,10 +173,9 @@ def demo(
     _show(report)
     ok &= not report and any(f.kind == "modified-entry" for f in report.findings)
 
-    _step(7, "Attack 2: a rollback that removes the newest entries and their checkpoints")
+    _step(8, "Attack 2: a rollback that removes the newest entries and their checkpoints")
     copy2 = base / "rolled-back-copy"
     shutil.copytree(ledger_dir, copy2)
-    last = first + len(batch) - 1
     _attacker(
         copy2 / DB_NAME,
         ("DELETE FROM entries WHERE idx > ?", (last - 3,)),
