@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from proctor.decision import Decider, replay
-from proctor.errors import UsageError
+from proctor.errors import ProctorError, UsageError
 from proctor.events.canonical import canonical_bytes, decode_event
 from proctor.ledger.ledger import Ledger
 from proctor.ledger.note import Signer
@@ -111,3 +111,33 @@ def test_policy_reloaded_event_is_valid(decider: Decider) -> None:
     assert decode_event(canonical_bytes(event)) == event
     assert event.attributes["policy.previous"] == "a" * 64
     assert event.attributes["policy.revision"] == "b" * 64
+
+
+def test_reloads_are_recorded_before_they_take_effect(tmp_path: Path) -> None:
+    from proctor.decision import record_reloads
+
+    signer = Signer.generate("audit.example/log")
+    Ledger.init(tmp_path / "ledger", signer)
+    d = tmp_path / "p"
+    d.mkdir()
+    read = '@id("read") permit(principal, action == Action::"read", resource);\n'
+    (d / "a.cedar").write_text(read)
+    live = LivePolicies(d)
+    first = live.revision
+    ledger = Ledger(tmp_path / "ledger", signer=signer)
+    record_reloads(live, ledger)
+    (d / "a.cedar").write_text(
+        read + '@id("w") permit(principal, action == Action::"write", resource);\n'
+    )
+    assert live.reload()
+    event = decode_event(ledger.entry(ledger.size() - 1))
+    assert event.kind == "policy.reloaded"
+    assert event.attributes["policy.previous"] == first
+    assert event.attributes["policy.revision"] == live.revision
+    assert event.attributes["policy.count"] == "2"
+    second = live.revision
+    ledger.close()  # the ledger cannot take the record now: the reload must not happen
+    (d / "a.cedar").write_text(read)
+    with pytest.raises(ProctorError):
+        live.reload()
+    assert live.revision == second

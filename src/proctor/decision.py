@@ -38,12 +38,21 @@ from proctor.events.schema import (
     Source,
     Target,
 )
+from proctor.ledger.ledger import Ledger
 from proctor.policy.archive import PolicyArchive
 from proctor.policy.engine import Decision, PolicyEngine
 from proctor.policy.live import LivePolicies
 from proctor.risk.engine import RiskEngine
 
-__all__ = ["REDACTABLE", "Decided", "Decider", "Replay", "policy_reloaded_event", "replay"]
+__all__ = [
+    "REDACTABLE",
+    "Decided",
+    "Decider",
+    "Replay",
+    "policy_reloaded_event",
+    "record_reloads",
+    "replay",
+]
 
 REDACTABLE: Final = frozenset(
     {
@@ -198,6 +207,19 @@ def policy_reloaded_event(
             "policy.files": str(files),
         },
     )
+
+
+def record_reloads(live: LivePolicies, ledger: Ledger, clock: ClockSource | None = None) -> None:
+    """Have every reload of ``live`` write its ``policy.reloaded`` event to ``ledger`` first."""
+    source = clock or ClockSource()
+
+    def record(old: str, new: str) -> None:
+        bundle = live.archive.get(new)  # the reload archived it just before calling us
+        count = len(bundle.policies) if bundle else 0
+        files = len(bundle.files) if bundle else 0
+        ledger.append(policy_reloaded_event(old, new, source, policies=count, files=files))
+
+    live.on_reload = record
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ BASE = {
 
 def test_minimal_context_from_json_and_mapping() -> None:
     ctx = decode_context(BASE)
-    assert ctx.principal.auth_method == "none" and ctx.resource.sensitivity == "internal"
+    assert ctx.principal.auth_method == "none" and ctx.resource.sensitivity is None
     assert decode_context(
         b'{"principal":{"id":"a"},"action":{"class":"connect"},'
         b'"resource":{"type":"database","name":"d"},"time":"2026-01-01T00:00:00+02:00"}'

@@ -156,3 +156,24 @@ def test_points_can_be_reweighted_or_switched_off() -> None:
     e = RiskEngine(Baselines(), cfg, NETWORK)
     assert _signals(e.assess(login(ip="185.220.101.4", device=None))) == {}
     assert _signals(e.assess(login(ip="203.0.113.1", device=None)))["denied_ip"] == 99
+
+
+def test_sensitivity_comes_from_the_config_when_the_caller_gives_none() -> None:
+    cfg = RiskConfig(sensitivity=(("hr/*", "restricted"), ("*.customers", "confidential")))
+    e = RiskEngine(Baselines(), cfg, NETWORK)
+    base = {"principal": {"id": "a"}, "action": {"class": "read"}, "time": "2026-11-23T10:00:00Z"}
+
+    def label(resource: dict[str, object]) -> str | None:
+        return e.enrich(decode_context({**base, "resource": resource})).resource.sensitivity
+
+    assert label({"type": "table", "name": "salaries", "database": "hr"}) == "restricted"
+    assert (
+        label({"type": "table", "name": "public.customers", "database": "shop"}) == "confidential"
+    )
+    assert label({"type": "table", "name": "public.orders", "database": "shop"}) == "internal"
+    given = {"type": "table", "name": "salaries", "database": "hr", "sensitivity": "public"}
+    assert label(given) == "public"  # what the caller says stands
+    ctx = e.enrich(
+        decode_context({**base, "resource": {"type": "table", "name": "x", "database": "hr"}})
+    )
+    assert {f.signal for f in e.assess(ctx).factors} == {"restricted_resource"}

@@ -39,6 +39,7 @@ __all__ = [
     "Principal",
     "RequestContext",
     "Resource",
+    "Sensitivity",
     "SqlFeatures",
     "decode_context",
     "parse_rfc3339",
@@ -55,6 +56,7 @@ ACTION_CLASSES: tuple[ActionClass, ...] = (
     "utility",
 )
 ResourceType = Literal["database", "table", "route", "service"]
+Sensitivity = Literal["public", "internal", "confidential", "restricted"]
 
 _Name = Annotated[str, Meta(min_length=1, max_length=256)]
 _Names = Annotated[tuple[_Name, ...], Meta(max_length=256)]
@@ -132,7 +134,8 @@ class Resource(_Part, frozen=True, kw_only=True):
     name: _Name
     database: _Name | None = None
     objects: _Names = ()
-    sensitivity: Literal["public", "internal", "confidential", "restricted"] = "internal"
+    sensitivity: Sensitivity | None = None
+    """From the caller, else from the configured map (``RiskEngine.enrich``), else internal."""
 
 
 class SqlFeatures(_Part, frozen=True, kw_only=True):

@@ -267,16 +267,12 @@ class PolicyEngine:
         entities += [{"uid": x, "attrs": {}, "parents": []} for x in parents]
         res = ctx.resource
         kind = RESOURCE_ENTITY[res.type]
-        attrs: dict[str, Any] = {"sensitivity": res.sensitivity}
+        attrs: dict[str, Any] = {"sensitivity": res.sensitivity or "internal"}
         res_parents: list[dict[str, str]] = []
         if kind == "Table":
             attrs["database"] = res.database or ""
-            if res.database:
-                db = {"type": "Database", "id": res.database}
-                res_parents.append(db)
-                entities.append(
-                    {"uid": db, "attrs": {"sensitivity": res.sensitivity}, "parents": []}
-                )
+            if res.database:  # ``resource in Database::"x"``; the parent need not be listed
+                res_parents.append({"type": "Database", "id": res.database})
         entities.append(
             {"uid": {"type": kind, "id": res.name}, "attrs": attrs, "parents": res_parents}
         )

@@ -3,9 +3,10 @@
 A reload loads the whole directory into a new bundle first (:mod:`loader`); only when that
 succeeds does the engine in force change, in one assignment, so a decision sees the old set
 or the new one, never a mix. A broken edit leaves the set already loaded serving and is
-reported (``last_error``, the log, the ``on_error`` callback). Each successful reload archives
-the new text and calls ``on_reload(old_revision, new_revision)``, which is where the caller
-writes the ``policy.reloaded`` ledger event and re-decides live sessions.
+reported (``last_error``, the log, the ``on_error`` callback). Each reload archives the new
+text and calls ``on_reload(old_revision, new_revision)`` *before* the swap: that is where the
+caller writes the ``policy.reloaded`` ledger event (see :func:`proctor.decision.record_reloads`);
+if it raises, the new set is not put in force.
 
 Changes are found by polling the directory's listing (names, sizes, modification times):
 stdlib only, the same on every file system, and a reload costs nothing unless something
@@ -78,11 +79,14 @@ class LivePolicies:
             old = self.engine.revision
             if bundle.revision == old:
                 return False
+            engine = PolicyEngine(bundle, self.config)
             self.archive.keep(bundle)
-            self.engine = PolicyEngine(bundle, self.config)  # the atomic swap
+            # Recorded before it is in force: if the record cannot be written (the ledger is
+            # down), the reload is refused and the old set keeps serving. No log, no change.
+            if self.on_reload is not None:
+                self.on_reload(old, bundle.revision)
+            self.engine = engine  # the atomic swap
         log.info("policies reloaded: %s -> %s", old[:16], bundle.revision[:16])
-        if self.on_reload is not None:
-            self.on_reload(old, bundle.revision)
         return True
 
     def reload_if_changed(self) -> bool:

@@ -7,13 +7,20 @@ were allowed and succeeded (see :mod:`proctor.risk.baselines`).
 
 from __future__ import annotations
 
+import fnmatch
 from datetime import UTC, datetime
 from typing import Final, Literal
 from zoneinfo import ZoneInfo
 
 import msgspec
 
-from proctor.events.context import NetworkInfo, RequestContext, parse_rfc3339
+from proctor.events.context import (
+    NetworkInfo,
+    RequestContext,
+    Resource,
+    Sensitivity,
+    parse_rfc3339,
+)
 from proctor.events.schema import Factor, Risk
 from proctor.risk.baselines import Baselines, SessionFacts
 from proctor.risk.freeman import HIERARCHY, score_session
@@ -66,7 +73,14 @@ class RiskEngine:
         self.model = f"{MODEL_VERSION};{self.config.scorer}"
 
     def enrich(self, ctx: RequestContext) -> RequestContext:
-        """Fill in network labels and geo from the configuration when the caller did not."""
+        """Fill in what the caller left out from the configuration: resource sensitivity,
+        network labels and geo."""
+        res = ctx.resource
+        if res.sensitivity is None:
+            label = self._sensitivity(res)
+            ctx = msgspec.structs.replace(
+                ctx, resource=msgspec.structs.replace(res, sensitivity=label)
+            )
         net = ctx.network
         if net is None or net.ip is None:
             return ctx
@@ -75,6 +89,14 @@ class RiskEngine:
         if labels == net.labels and geo is net.geo:
             return ctx
         return msgspec.structs.replace(ctx, network=NetworkInfo(ip=net.ip, labels=labels, geo=geo))
+
+    def _sensitivity(self, res: Resource) -> Sensitivity:
+        """The first configured pattern matching ``database/name`` (or ``name``) wins."""
+        full = f"{res.database}/{res.name}" if res.database else res.name
+        for pattern, label in self.config.sensitivity:
+            if fnmatch.fnmatchcase(full, pattern) or fnmatch.fnmatchcase(res.name, pattern):
+                return label
+        return "internal"
 
     def assess(self, ctx: RequestContext) -> Risk:
         """The request's risk score, level and factors (largest contribution first)."""

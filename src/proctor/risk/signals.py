@@ -8,11 +8,11 @@ point, and ``docs/risk-evaluation.md`` shows how they trade detection for step-u
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-from proctor.events.context import RequestContext
+from proctor.events.context import RequestContext, Sensitivity
 from proctor.events.schema import Factor
 from proctor.risk.baselines import UserBaseline
 from proctor.risk.network import NetworkClassifier
@@ -65,6 +65,9 @@ class RiskConfig:
     """How risk is scored: which session scorer, every signal's points, the level thresholds."""
 
     scorer: Literal["statistical", "rules"] = "statistical"
+    sensitivity: Sequence[tuple[str, Sensitivity]] = ()
+    """Resource sensitivity by glob pattern over ``database/name`` or ``name``, first match
+    wins, e.g. ``("hr/*", "restricted")``; unmatched resources are ``internal``."""
     points: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_POINTS))
     medium: int = 30
     """Scores from here on are ``medium``; below is ``low``."""
