@@ -30,6 +30,7 @@ import cedarpy
 from proctor.events.context import RequestContext, parse_rfc3339
 from proctor.events.schema import Decision as DecisionPart
 from proctor.events.schema import Risk
+from proctor.policy._slices import applicability, slice_set
 from proctor.policy.loader import PolicyBundle
 from proctor.policy.schema import RESOURCE_ENTITY, cedar_schema
 
@@ -86,6 +87,10 @@ class EngineConfig:
     """Have Cedar check every request and its entities against the schema (slower)."""
     cache_size: int = 4096
     """Decisions and parsed entity sets kept per engine (per policy revision); 0: none."""
+    slice_policies: bool = True
+    """Give Cedar only the policies whose scope can match the action and principal."""
+    slice_cache_size: int = 1024
+    """Sliced policy sets kept per engine (one per action and set of roles and groups)."""
 
 
 class PolicyEngine:
@@ -106,6 +111,14 @@ class PolicyEngine:
         self._results: _Lru[tuple[str, str, str, str, str], _Result] = _Lru(self.config.cache_size)
         self._entities: _Lru[str, cedarpy.Entities] = _Lru(self.config.cache_size)
         self._entity_text: _Lru[tuple[object, ...], str] = _Lru(self.config.cache_size)
+        # Policy sets sliced by action and principal (see _slices: exact for this schema).
+        self._scopes = {pid: applicability(body) for pid, body in bundle.bodies.items()}
+        # Only principals some scope names tell slices apart: the key keeps just those, so
+        # users with the same roles and groups share a slice.
+        self._named = frozenset(u for who, _ in self._scopes.values() if who for u in who)
+        self._slices: _Lru[tuple[str, frozenset[tuple[str, str]]], cedarpy.PolicySet] = _Lru(
+            self.config.slice_cache_size
+        )
 
     @property
     def revision(self) -> str:
@@ -126,7 +139,11 @@ class PolicyEngine:
         key = (request["action"]["id"], res["type"], res["id"], request["context"], entities)
         cached = self._results.get(key)
         if cached is None:
-            cached = self._evaluate(request, entities)
+            p = ctx.principal
+            principal = frozenset(
+                [("User", p.id), *(("Role", r) for r in p.roles), *(("Group", g) for g in p.groups)]
+            )
+            cached = self._evaluate(request, entities, principal)
             self._results.put(key, cached)
         effect, ids, errors = cached
         if errors:
@@ -136,7 +153,7 @@ class PolicyEngine:
         return self._deny(start, ids)
 
     def _evaluate(
-        self, request: dict[str, Any], entities: str
+        self, request: dict[str, Any], entities: str, principal: frozenset[tuple[str, str]]
     ) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
         """Cedar's answer: effect, determining policy ids, errors (any error means deny)."""
         handle = self._entities.get(entities)
@@ -144,7 +161,8 @@ class PolicyEngine:
             if handle is None:
                 handle = cedarpy.Entities.from_json_str(entities, self._request_schema)
                 self._entities.put(entities, handle)
-            result = cedarpy.is_authorized(request, self.bundle.cedar, handle, self._request_schema)
+            policies = self._slice(request["action"]["id"], principal)
+            result = cedarpy.is_authorized(request, policies, handle, self._request_schema)
         except (ValueError, TypeError, OverflowError) as exc:
             return "deny", (), (_short(str(exc)),)
         errors = tuple(_short(e) for e in result.diagnostics.errors)
@@ -154,6 +172,16 @@ class PolicyEngine:
         if result.decision == cedarpy.Decision.Deny and not errors:
             return "deny", ids, ()
         return "deny", ids, errors or ("no decision",)
+
+    def _slice(self, action: str, principal: frozenset[tuple[str, str]]) -> cedarpy.PolicySet:
+        if not self.config.slice_policies:
+            return self.bundle.cedar
+        key = (action, principal & self._named)
+        policies = self._slices.get(key)
+        if policies is None:
+            policies, _ = slice_set(self.bundle.bodies, self._scopes, action, key[1])
+            self._slices.put(key, policies)
+        return policies
 
     # -- results -----------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -70,6 +70,8 @@ class PolicyBundle:
     cedar: cedarpy.PolicySet
     context_keys: frozenset[str] | None = None
     """The ``context`` attributes any policy reads (None: a policy uses ``context`` whole)."""
+    bodies: Mapping[str, Any] = field(default_factory=dict)
+    """Each policy's Cedar JSON (EST) by id: what the engine slices the set by."""
 
 
 def load_policies(directory: Path) -> PolicyBundle:
@@ -124,7 +126,7 @@ def load_policy_texts(files: Mapping[str, str]) -> PolicyBundle:
     except ValueError as exc:  # every policy parsed on its own; this would be a cedarpy bug
         raise PolicyError([f"policy set: {exc}"]) from None
     keys = _context_keys(cedar_json.values())
-    return PolicyBundle(policies, revision_of(files), dict(files), cedar, keys)
+    return PolicyBundle(policies, revision_of(files), dict(files), cedar, keys, cedar_json)
 
 
 def _context_keys(bodies: Iterable[Any]) -> frozenset[str] | None:
