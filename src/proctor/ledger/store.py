@@ -255,6 +255,13 @@ class SqliteStore:
     def _tx(self) -> _Transaction:
         return _Transaction(self._db, self.path)
 
+    def database_file(self) -> Path:
+        """The file this store reads, as an absolute path: the one SQLite opened, even if the
+        working directory changed since (verification opens it again, read-only, per process).
+        """
+        row = self._run("PRAGMA database_list").fetchone()  # (seq, "main", file) comes first
+        return Path(row[2]) if row is not None and row[2] else self.path.resolve()
+
 
 class _WalCheckpointer:
     """Copies the WAL into the database file from its own connection and thread.
