@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from proctor.errors import StorageError
+from proctor.policy.archive import PolicyArchive
 from proctor.risk.baselines import Baselines, SessionFacts
 
 
@@ -48,3 +52,12 @@ def test_failures_are_counted_in_a_window_and_forgotten(tmp_path: Path) -> None:
     assert b.user("mallory").sessions == 0  # failures teach nothing about normal behaviour
     b.record_auth_failure("mallory", 2 * hour)  # an hour later the old ones are gone
     assert b.failures("mallory", 0) == 1
+
+
+def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "garbage.sqlite"
+    bad.write_bytes(b"this is not SQLite" * 100)
+    with pytest.raises(StorageError, match=r"cannot open baselines .*garbage\.sqlite"):
+        Baselines(bad)
+    with pytest.raises(StorageError, match="cannot open policy archive"):
+        PolicyArchive(bad)

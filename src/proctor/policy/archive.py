@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+from proctor._sqlite import open_side_db
 from proctor.errors import StorageError, VerificationError
 from proctor.policy.loader import PolicyBundle, load_policy_texts, revision_of
 from proctor.policy.schema import SCHEMA_TEXT
@@ -37,14 +38,7 @@ class PolicyArchive:
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
-        try:
-            self._db = sqlite3.connect(
-                ":memory:" if path is None else path, check_same_thread=False, isolation_level=None
-            )
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise StorageError(f"cannot open policy archive {path}: {exc}") from None
+        self._db = open_side_db(path, "policy archive", _SCHEMA)
         self._lock = threading.Lock()
 
     def close(self) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from proctor._sqlite import open_side_db
 from proctor.errors import StorageError
 
 __all__ = ["FEATURES", "Baselines", "UserBaseline"]
@@ -94,15 +95,7 @@ class Baselines:
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
-        try:
-            self._db = sqlite3.connect(
-                ":memory:" if path is None else path, check_same_thread=False, isolation_level=None
-            )
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = NORMAL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise StorageError(f"cannot open baselines {path}: {exc}") from None
+        self._db = open_side_db(path, "baselines", _SCHEMA)
         self._lock = threading.Lock()
         self._cache: dict[str, UserBaseline] = {}
         # Recent failures in memory (the file keeps them across restarts): read on every request.
