@@ -96,3 +96,11 @@ def test_wal_is_folded_back_in_the_background(tmp_path: Path) -> None:
     again = SqliteStore(path, readonly=True)
     assert again.count() == 8000
     again.close()
+
+
+def test_close_twice_is_harmless(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = SqliteStore(tmp_path / "l.sqlite")
+    store.append(0, [b"a"], {(0, 0): b"x" * 32})
+    store.close()
+    store.close()
+    assert "WAL checkpoint" not in caplog.text

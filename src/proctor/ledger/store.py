@@ -69,6 +69,7 @@ class SqliteStore:
         wal_limit_bytes: int = WAL_LIMIT_BYTES,
     ):
         self.path = path
+        self._closed = False
         self._readonly = readonly
         self._wal_limit = wal_limit_bytes
         self._durability: Durability = durability
@@ -113,6 +114,9 @@ class SqliteStore:
 
     def close(self) -> None:
         """Fold the WAL into the database file (writer only), then close the connection."""
+        if self._closed:
+            return
+        self._closed = True
         if self._checkpointer is not None:
             self._checkpointer.close()
             self._checkpointer = None
