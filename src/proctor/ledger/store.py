@@ -25,6 +25,11 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = "1"
 Durability = Literal["os", "fsync"]
 WAL_LIMIT_BYTES = 64 << 20
+WAL_NUDGES = 4
+"""The background checkpointer is woken this many times per ``wal_limit_bytes`` written.
+
+Each checkpoint fsyncs the database file, so fewer is cheaper; 4 and 16 measured alike here
+(docs/benchmarks.md, "WAL checkpoints")."""
 """The WAL may grow to about this size before the writer makes sure it starts over."""
 
 _SCHEMA = """
@@ -92,9 +97,10 @@ class SqliteStore:
                 sync = "FULL" if durability == "fsync" else "NORMAL"
                 self._db.execute(f"PRAGMA synchronous = {sync}")
                 # A WAL checkpoint copies pages into the database file and fsyncs it. Run by
-                # the writer at commit (SQLite's default) it cost up to 0.5 s per commit and a
-                # third of the append rate (bench/profile_ledger.py, "commit"), so the writer
-                # never checkpoints: _WalCheckpointer does it from a second connection.
+                # the writer at commit (SQLite's default), that stall lands on whoever waits
+                # for the commit, so the writer never checkpoints on its own account:
+                # _WalCheckpointer does it from a second connection (docs/benchmarks.md,
+                # "WAL checkpoints", for what that bought and what it did not).
                 self._db.execute("PRAGMA wal_autocheckpoint = 0")
                 self._db.execute(f"PRAGMA journal_size_limit = {wal_limit_bytes}")
                 self._db.executescript(_SCHEMA)
@@ -168,7 +174,7 @@ class SqliteStore:
             )
         # Roughly what the commit added to the WAL: the entries and the rewritten tiles.
         self._wal_bytes += sum(map(len, entries)) + sum(map(len, tiles.values()))
-        if self._wal_bytes >= self._wal_limit // 16:
+        if self._wal_bytes >= self._wal_limit // WAL_NUDGES:
             self._wal_bytes = 0
             self._nudge_checkpointer()
 
@@ -181,7 +187,7 @@ class SqliteStore:
         # A writer that never pauses can win that race forever, so once the WAL passes the
         # limit the writer copies the few frames the background left over itself (it did the
         # bulk) and its next transaction starts the WAL from the beginning.
-        self._wal_since_reset += self._wal_limit // 16
+        self._wal_since_reset += self._wal_limit // WAL_NUDGES
         if self._wal_since_reset >= self._wal_limit:
             self._wal_since_reset = 0
             with ckpt.busy:  # two checkpoints at once: the second one gives up at once
