@@ -1,5 +1,5 @@
 """Gateways: listeners that speak a client protocol, decide every request, record it.
 
-``postgres`` is the first: ``sql`` reads statements with PostgreSQL's own parser (pglast);
-the protocol codec, the session and the proxy follow (issue #4).
+``postgres`` is the first: its protocol codec and its SQL analysis exist; the session, the
+authentication and the proxy follow (issue #4).
 """
