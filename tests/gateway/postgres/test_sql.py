@@ -54,6 +54,15 @@ POLICIES = Path(__file__).resolve().parents[3] / "examples" / "policies"
         ("PREPARE q AS DELETE FROM orders WHERE id = $1", "write", "PREPARE DELETE"),
         ("EXECUTE q(1)", "admin", "EXECUTE"),
         ("DECLARE c CURSOR FOR SELECT 1", "read", "DECLARE CURSOR SELECT"),
+        ("COPY (DELETE FROM accounts RETURNING *) TO STDOUT", "write", "COPY TO"),
+        ("SET ROLE postgres", "admin", "SET"),
+        ("RESET ROLE", "admin", "SET"),
+        ("SET SESSION AUTHORIZATION postgres", "admin", "SET"),
+        ("SET session_replication_role = replica", "admin", "SET"),
+        ("SELECT set_config('role', 'postgres', false)", "admin", "SELECT"),
+        ("SELECT pg_terminate_backend(42)", "admin", "SELECT"),
+        ("SELECT * FROM orders FOR UPDATE", "write", "SELECT FOR UPDATE"),
+        ("WITH s AS (SELECT 1) INSERT INTO t SELECT * FROM s", "write", "INSERT"),
     ],
 )
 def test_classes_and_operations(sql: str, action: str, operation: str) -> None:
@@ -79,7 +88,8 @@ def test_objects_functions_and_hidden_writes() -> None:
     assert s.operation == "SELECT"  # the statement is a SELECT …
     assert s.writes_in_cte and not s.has_where  # … that deletes every order in a CTE
     assert s.action == "write"  # so it is a write (a read-only grant must refuse it)
-    assert set(s.objects) == {"public.orders", "sales.customers"}  # "gone" is the CTE
+    # "gone" is the CTE; it stays in (an extra name only makes policies stricter)
+    assert set(s.objects) == {"public.orders", "sales.customers", "gone"}
     assert set(s.functions) == {"pg_read_file", "lower"}
     f = a.features()
     assert f.writes_in_cte and not f.has_where and set(f.functions) == {"pg_read_file", "lower"}
@@ -98,6 +108,19 @@ def test_objects_functions_and_hidden_writes() -> None:
 )
 def test_where_detection(sql: str, has_where: bool) -> None:
     assert analyze(sql).features().has_where is has_where
+
+
+def test_names_a_policy_may_look_for_are_never_hidden_or_cut() -> None:
+    assert analyze("WITH secrets AS (SELECT 1) DELETE FROM secrets").statements[0].objects == (
+        "secrets",
+    )
+    assert set(analyze("DROP TABLE hr.salaries, audit").statements[0].objects) == {
+        "hr.salaries",
+        "audit",
+    }
+    many = "SELECT 1 FROM " + ", ".join(f"t{i}" for i in range(257))
+    with pytest.raises(SqlError, match="more than 256"):
+        analyze(many).features()
 
 
 def test_copy_program_and_dangerous_functions_in_features() -> None:

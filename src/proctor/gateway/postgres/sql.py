@@ -147,6 +147,29 @@ _OPERATION: Final[dict[str, str]] = {
     "DropdbStmt": "DROP DATABASE",
 }
 _DML: Final = frozenset({"InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"})
+PRIVILEGED_FUNCTIONS: Final = frozenset(
+    {
+        "set_config",
+        "pg_terminate_backend",
+        "pg_cancel_backend",
+        "pg_reload_conf",
+        "pg_rotate_logfile",
+        "pg_promote",
+        "pg_switch_wal",
+        "lo_import",
+        "lo_export",
+        "lo_unlink",
+        "dblink_exec",
+        "pg_file_write",
+    }
+)
+"""Calls that change the server, the session's identity or files: the statement is ``admin``."""
+PRIVILEGED_SETTINGS: Final = frozenset(
+    {"role", "session_authorization", "session_replication_role"}
+)
+"""SET (or RESET) of these changes who the session acts as: ``admin``."""
+MAX_NAMES: Final = 256
+MAX_STATEMENTS: Final = 10_000
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
 
 
@@ -196,13 +219,23 @@ class Analysis:
         return ActionInfo(class_=self.action, operation=self.operation, sql=self.features())
 
     def features(self) -> SqlFeatures:
-        """The SQL facts the risk and policy engines read, for the request context."""
+        """The SQL facts the risk and policy engines read, for the request context.
+
+        More than ``MAX_NAMES`` objects or functions is refused (SqlError), never cut: a name
+        left out could be the one a policy looks for.
+        """
         ss = self.statements
+        objects = _unique(o for s in ss for o in s.objects)
+        functions = _unique(f for s in ss for f in s.functions)
+        if len(objects) > MAX_NAMES or len(functions) > MAX_NAMES:
+            raise SqlError(f"query names more than {MAX_NAMES} objects or functions")
+        if len(ss) > MAX_STATEMENTS:
+            raise SqlError(f"query holds more than {MAX_STATEMENTS} statements")
         return SqlFeatures(
             statement_count=len(ss),
             has_where=all(s.has_where for s in ss),
-            objects=_unique(o for s in ss for o in s.objects)[:256],
-            functions=_unique(f for s in ss for f in s.functions)[:256],
+            objects=objects,
+            functions=functions,
             writes_in_cte=any(s.writes_in_cte for s in ss),
             copy_program=any(s.copy_program for s in ss),
         )
@@ -219,13 +252,12 @@ class _Collector(Visitor):
         super().__init__()
         self.objects: list[str] = []
         self.functions: list[str] = []
-        self.ctes: set[str] = set()
         self.unbounded = False
         self.cte_writes = False
+        self.dml = False  # an INSERT, UPDATE, DELETE or MERGE anywhere in the tree
+        self.privileged = False  # a function or setting that changes identity or the server
 
     def visit_CommonTableExpr(self, _ancestors: Any, node: ast.CommonTableExpr) -> None:
-        if node.ctename:
-            self.ctes.add(node.ctename)
         if type(node.ctequery).__name__ in _DML:
             self.cte_writes = True
 
@@ -236,13 +268,34 @@ class _Collector(Visitor):
     def visit_FuncCall(self, _ancestors: Any, node: ast.FuncCall) -> None:
         names = [getattr(n, "sval", "") for n in node.funcname or ()]
         if names:
-            self.functions.append(names[-1].lower())
+            name = names[-1].lower()
+            self.functions.append(name)
+            self.privileged |= name in PRIVILEGED_FUNCTIONS
+
+    def visit_InsertStmt(self, _ancestors: Any, _node: ast.InsertStmt) -> None:
+        self.dml = True
+
+    def visit_MergeStmt(self, _ancestors: Any, _node: ast.MergeStmt) -> None:
+        self.dml = True
 
     def visit_UpdateStmt(self, _ancestors: Any, node: ast.UpdateStmt) -> None:
+        self.dml = True
         self.unbounded |= node.whereClause is None
 
     def visit_DeleteStmt(self, _ancestors: Any, node: ast.DeleteStmt) -> None:
+        self.dml = True
         self.unbounded |= node.whereClause is None
+
+    def visit_DropStmt(self, _ancestors: Any, node: ast.DropStmt) -> None:
+        # DROP names its objects as lists of strings, not as RangeVars.
+        for name in node.objects or ():
+            parts = name if isinstance(name, tuple | list) else (name,)
+            text = ".".join(p.sval for p in parts if isinstance(getattr(p, "sval", None), str))
+            if text:
+                self.objects.append(text)
+
+    def visit_VariableSetStmt(self, _ancestors: Any, node: ast.VariableSetStmt) -> None:
+        self.privileged |= (node.name or "").lower() in PRIVILEGED_SETTINGS
 
 
 def analyze(sql: str) -> Analysis:
@@ -264,14 +317,23 @@ def _statement(text: str, node: Any) -> Statement:
     seen = _Collector()
     seen(node)
     action, operation = _classify(tag, node)
-    if seen.cte_writes and _RANK[action] < _RANK["write"]:
-        action = "write"  # WITH x AS (DELETE …) SELECT …: a write dressed as a read
-    objects = [o for o in seen.objects if o not in seen.ctes]  # CTE names are not tables
+    # A statement is at least as dangerous as anything inside it: WITH x AS (DELETE …)
+    # SELECT …, COPY (DELETE … RETURNING *) TO STDOUT and EXPLAIN ANALYZE DELETE change rows;
+    # SET ROLE or SELECT set_config('role', …) change who the session acts as.
+    plan_only = tag == "ExplainStmt" and not _explain_analyze(node)  # plans, runs nothing
+    if seen.dml and not plan_only and _RANK[action] < _RANK["write"]:
+        action = "write"
+    if seen.privileged and not plan_only:
+        action = "admin"
+    if tag == "SelectStmt" and node.lockingClause and _RANK[action] < _RANK["write"]:
+        action, operation = "write", "SELECT FOR UPDATE"  # it locks rows against writers
     return Statement(
         text=text,
         action=action,
         operation=operation,
-        objects=_unique(objects),
+        # CTE names stay in: telling a CTE reference from a table of the same name needs
+        # PostgreSQL's scoping rules; an extra name can only make a policy stricter.
+        objects=_unique(seen.objects),
         functions=_unique(seen.functions),
         has_where=not seen.unbounded,
         writes_in_cte=seen.cte_writes,
@@ -315,9 +377,13 @@ def _transaction(node: Any, _op: str) -> tuple[ActionClass, str]:
     return "transaction", kind.replace("_", " ")
 
 
+def _explain_analyze(node: Any) -> bool:
+    return any(getattr(o, "defname", "") == "analyze" for o in node.options or ())
+
+
 def _explain(node: Any, op: str) -> tuple[ActionClass, str]:
     # EXPLAIN ANALYZE runs the statement: it is what it explains.
-    if any(getattr(o, "defname", "") == "analyze" for o in node.options or ()):
+    if _explain_analyze(node):
         inner, what = _classify(type(node.query).__name__, node.query)
         return inner, f"EXPLAIN ANALYZE {what}"
     return "read", op
