@@ -141,3 +141,40 @@ def test_reloads_are_recorded_before_they_take_effect(tmp_path: Path) -> None:
     with pytest.raises(ProctorError):
         live.reload()
     assert live.revision == second
+
+
+def test_redaction_also_scrubs_evidence_and_replay_uses_the_recorded_settings(
+    tmp_path: Path,
+) -> None:
+    from proctor.policy.engine import EngineConfig
+
+    d = tmp_path / "p"
+    d.mkdir()
+    (d / "a.cedar").write_text(
+        '@id("office-hours") permit(principal, action, resource)'
+        " when { context.time.hour >= 9 && context.time.hour < 17 };\n"
+    )
+    live = LivePolicies(d, config=EngineConfig(timezone="America/New_York"))
+    decider = Decider(
+        live,
+        RiskEngine(Baselines(), network=NETWORK),
+        redact=["network.ip", "device.id", "action.sql.functions"],
+    )
+    ctx = login(
+        ip="203.0.113.77",
+        device="stolen-phone-99",
+        time="2026-11-23T15:00:00Z",  # 10:00 in New York, office hours there
+        action={"class": "read", "operation": "DELETE", "sql": {"functions": ["pg_read_file"]}},
+    )
+    decided = decider.evaluate(ctx)
+    assert decided.decision.effect == "allow"
+    data = canonical_bytes(decided.event)
+    for secret in (b"203.0.113.77", b"stolen-phone-99", b"pg_read_file"):
+        assert secret not in data, secret
+    assert b"DELETE" in data  # whole values only are scrubbed
+    assert any(f.signal == "denied_ip" for f in decided.risk.factors)  # the factor stays
+    result = replay(decided.event, live.archive)
+    assert result.reproduced, result.differences
+    assert result.notes == (
+        "fields redacted from the record: action.sql.functions, device.id, network.ip",
+    )

@@ -18,6 +18,7 @@ which later activity has changed. The recorded factors say how it was made.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -40,7 +41,7 @@ from proctor.events.schema import (
 )
 from proctor.ledger.ledger import Ledger
 from proctor.policy.archive import PolicyArchive
-from proctor.policy.engine import Decision, PolicyEngine
+from proctor.policy.engine import Decision, EngineConfig, PolicyEngine
 from proctor.policy.live import LivePolicies
 from proctor.risk.engine import RiskEngine
 
@@ -155,6 +156,20 @@ class Decider:
             objects=() if "resource.objects" in self.redact else res.objects[:1024],
             sensitivity=res.sensitivity,
         )
+        part = decision.event_part()
+        if self.redact:  # evidence and error texts may quote what was redacted
+            secrets = _redacted_values(ctx, self.redact)
+            risk = msgspec.structs.replace(
+                risk,
+                factors=tuple(
+                    msgspec.structs.replace(f, evidence=_scrub(f.evidence, secrets))
+                    for f in risk.factors
+                ),
+            )
+            part = msgspec.structs.replace(
+                part, reasons=tuple(_scrub(r, secrets) or "-" for r in part.reasons)
+            )
+        config = self.engine.config
         return Event(
             id=new_event_id(),
             kind="decision",
@@ -164,13 +179,17 @@ class Decider:
             target=target,
             action=Action(class_=ctx.action.class_, operation=ctx.action.operation),
             risk=risk,
-            decision=decision.event_part(),
+            decision=part,
             source=Source(system="proctor", gateway=self.gateway),
             links=Links(session_id=ctx.session_id, parent_id=parent_id)
             if ctx.session_id is not None or parent_id is not None
             else None,
             input=DecisionInput(
-                context=self._redacted(ctx), approved=approved, redacted=self.redact
+                context=self._redacted(ctx),
+                approved=approved,
+                redacted=self.redact,
+                timezone=config.timezone,
+                mfa_fresh_s=config.mfa_fresh_s,
             ),
             attributes={"policy.revision": decision.revision} if decision.revision else {},
         )
@@ -222,6 +241,35 @@ def record_reloads(live: LivePolicies, ledger: Ledger, clock: ClockSource | None
     live.on_reload = record
 
 
+def _redacted_values(ctx: RequestContext, redact: Sequence[str]) -> list[str]:
+    """The texts of the redacted fields, longest first (so a value inside another goes too)."""
+    p, net, dev, sql = ctx.principal, ctx.network, ctx.device, ctx.action.sql
+    geo = net.geo if net else None
+    found: dict[str, list[object]] = {
+        "principal.display_name": [p.display_name],
+        "principal.attributes": list(p.attributes.values()),
+        "principal.token_issuer": [p.token_issuer],
+        "device.user_agent": [dev.user_agent if dev else None],
+        "device.id": [dev.id if dev else None],
+        "network.ip": [net.ip if net else None],
+        "network.geo": [geo.country, geo.city, f"AS{geo.asn}" if geo.asn else None] if geo else [],
+        "resource.objects": list(ctx.resource.objects),
+        "action.sql.objects": list(sql.objects) if sql else [],
+        "action.sql.functions": list(sql.functions) if sql else [],
+    }
+    values = {str(v) for path in redact for v in found.get(path, []) if v}
+    return sorted(values, key=len, reverse=True)
+
+
+def _scrub(text: str | None, secrets: Sequence[str]) -> str | None:
+    if text is None:
+        return None
+    for secret in secrets:
+        # Whole values only: a redacted "DE" must not turn DELETE into "[redacted]LETE".
+        text = re.sub(rf"(?<!\w){re.escape(secret)}(?!\w)", "[redacted]", text)
+    return text
+
+
 @dataclass(frozen=True)
 class Replay:
     """The outcome of replaying a recorded decision."""
@@ -230,6 +278,7 @@ class Replay:
     decision: Decision | None
     reproduced: bool
     differences: tuple[str, ...]
+    notes: tuple[str, ...] = ()
 
 
 def replay(event: Event, archive: PolicyArchive) -> Replay:
@@ -243,12 +292,14 @@ def replay(event: Event, archive: PolicyArchive) -> Replay:
     bundle = archive.get(revision)
     if bundle is None:
         raise UsageError(f"policy revision {revision[:16]} is not in the archive")
-    engine = PolicyEngine(bundle)
-    got = engine.decide(event.input.context, event.risk, approved=event.input.approved)
+    given = event.input
+    config = EngineConfig(timezone=given.timezone, mfa_fresh_s=given.mfa_fresh_s)
+    engine = PolicyEngine(bundle, config)
+    got = engine.decide(given.context, event.risk, approved=given.approved)
     diffs = []
     if got.effect != rec.effect:
         diffs.append(f"effect: recorded {rec.effect}, replayed {got.effect}")
-    if sorted(got.policies) != sorted(rec.policies):
+    if sorted(got.policies[:64]) != sorted(rec.policies):  # events keep at most 64
         diffs.append(f"policies: recorded {list(rec.policies)}, replayed {list(got.policies)}")
     if sorted(got.obligations) != sorted(rec.obligations):
         diffs.append(
@@ -256,6 +307,7 @@ def replay(event: Event, archive: PolicyArchive) -> Replay:
         )
     if got.revision != revision:
         diffs.append(f"revision: recorded {revision[:16]}, replayed under {got.revision[:16]}")
-    if diffs and event.input.redacted:
-        diffs.append(f"fields redacted from the record: {', '.join(event.input.redacted)}")
-    return Replay(event, got, not diffs, tuple(diffs))
+    notes = []
+    if given.redacted:  # the policies may have read them: say so, reproduced or not
+        notes.append(f"fields redacted from the record: {', '.join(given.redacted)}")
+    return Replay(event, got, not diffs, tuple(diffs), tuple(notes))

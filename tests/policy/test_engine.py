@@ -159,3 +159,24 @@ def test_only_the_context_the_policies_read_is_sent(engine_for: Make) -> None:
     assert engine.bundle.context_keys == {"risk"}
     request = engine.cedar_request(request_ctx(), LOW)
     assert json.loads(request["context"]) == {"risk": {"score": 5, "level": "low", "factors": []}}
+
+
+def test_an_unknown_context_attribute_in_a_has_check_denies_without_crashing(
+    engine_for: Make,
+) -> None:
+    text = '@id("x") permit(principal, action, resource) when { context has foo || '
+    text += "context.risk.score < 50 };"
+    engine = engine_for(p=text)
+    assert engine.decide(request(), LOW).effect == "allow"
+    strict = PolicyEngine(engine.bundle, EngineConfig(validate_requests=True))
+    assert strict.decide(request(), LOW).effect == "allow"
+
+
+def test_an_mfa_from_the_future_is_not_fresh(engine_for: Make) -> None:
+    engine = engine_for(
+        p='@id("x") permit(principal, action, resource) when { context.mfa.fresh };'
+    )
+    future = {"id": "alice", "mfa": True, "mfa_time": "2027-11-23T10:00:00Z"}
+    assert engine.decide(request(principal=future), LOW).effect == "deny"
+    skewed = {"id": "alice", "mfa": True, "mfa_time": "2026-11-23T10:00:30Z"}  # 30 s ahead
+    assert engine.decide(request(principal=skewed), LOW).effect == "allow"

@@ -98,6 +98,7 @@ def replay_cmd(
             "event_id": event.id,
             "reproduced": result.reproduced,
             "differences": list(result.differences),
+            "notes": list(result.notes),
             "recorded": {"effect": rec.effect, "policies": list(rec.policies)},
             "replayed": _decision_doc(result.decision),
         }
@@ -111,6 +112,9 @@ def replay_cmd(
         out.print("[red]does not reproduce[/]:")
         for diff in result.differences:
             out.print("  " + diff.replace("[", r"\["))
+    if not as_json:
+        for note in result.notes:
+            out.print("  note: " + note.replace("[", r"\["))
     if not result.reproduced:
         raise typer.Exit(EXIT_FAILED)
 

@@ -211,6 +211,8 @@ class DecisionInput(_Part, frozen=True, kw_only=True):
     context: RequestContext
     approved: bool = False
     redacted: Annotated[tuple[Annotated[str, Meta(max_length=128)], ...], Meta(max_length=64)] = ()
+    timezone: Annotated[str, Meta(max_length=64)] = "UTC"
+    mfa_fresh_s: Annotated[int, Meta(ge=0, le=2**31 - 1)] = 900
 
 
 def parse_rfc3339(text: str) -> int:

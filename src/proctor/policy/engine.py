@@ -37,6 +37,7 @@ from proctor.policy.schema import RESOURCE_ENTITY, cedar_schema
 __all__ = ["NO_PERMIT", "Decision", "EngineConfig", "PolicyEngine"]
 
 NO_PERMIT: Final = "no policy permits this"
+_MFA_SKEW_S: Final = 60
 _MAX_ERROR: Final = 400  # cedarpy may quote the whole request in an error: keep records small
 
 Effect = Literal["allow", "deny", "step_up"]
@@ -107,7 +108,10 @@ class PolicyEngine:
         self._request_schema = self._schema if self.config.validate_requests else None
         # A request checked against the schema needs every attribute; otherwise only those read.
         keys = None if self.config.validate_requests else bundle.context_keys
-        self._context_keys = _ALL_CONTEXT_KEYS if keys is None else tuple(sorted(keys))
+        # A key no builder makes is one the schema does not have (`context has foo` loads):
+        # leaving it out is what the full context would do too.
+        known = tuple(k for k in sorted(keys or ()) if k in _CONTEXT_BUILDERS)
+        self._context_keys = _ALL_CONTEXT_KEYS if keys is None else known
         self._results: _Lru[tuple[str, str, str, str, str], _Result] = _Lru(self.config.cache_size)
         self._entities: _Lru[str, cedarpy.Entities] = _Lru(self.config.cache_size)
         self._entity_text: _Lru[tuple[object, ...], str] = _Lru(self.config.cache_size)
@@ -260,7 +264,10 @@ class PolicyEngine:
         age = -1
         if p.mfa and p.mfa_time is not None:
             now = parse_rfc3339(ctx.time)
-            age = max(0, (now - parse_rfc3339(p.mfa_time)) // 1_000_000_000)
+            age = (now - parse_rfc3339(p.mfa_time)) // 1_000_000_000
+            # A little clock skew between the identity provider and us is normal; an MFA
+            # from further in the future is not evidence of anything: not fresh.
+            age = 0 if -_MFA_SKEW_S <= age < 0 else age
         fresh = 0 <= age <= self.config.mfa_fresh_s
         # Minutes, not seconds: what policies need, and a value that repeats between requests.
         return {"present": p.mfa, "fresh": fresh, "age_min": age // 60 if age >= 0 else -1}
