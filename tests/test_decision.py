@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from proctor.decision import Decider, replay
-from proctor.errors import ProctorError, UsageError
+from proctor.errors import ProctorError, StorageError, UsageError
 from proctor.events.canonical import canonical_bytes, decode_event
 from proctor.ledger.ledger import Ledger
 from proctor.ledger.note import Signer
@@ -178,3 +178,26 @@ def test_redaction_also_scrubs_evidence_and_replay_uses_the_recorded_settings(
     assert result.notes == (
         "fields redacted from the record: action.sql.functions, device.id, network.ip",
     )
+
+
+def test_a_reload_whose_record_failed_is_tried_again(tmp_path: Path) -> None:
+    d = tmp_path / "p"
+    d.mkdir()
+    read = '@id("read") permit(principal, action == Action::"read", resource);\n'
+    (d / "a.cedar").write_text(read)
+    live = LivePolicies(d)
+    first = live.revision
+    down = [True]
+
+    def record(_old: str, _new: str) -> None:
+        if down[0]:
+            raise StorageError("ledger down")
+
+    live.on_reload = record
+    (d / "a.cedar").write_text(read + '@id("no") forbid(principal, action, resource);\n')
+    with pytest.raises(StorageError):
+        live.reload_if_changed()
+    assert live.revision == first and isinstance(live.last_error, StorageError)
+    down[0] = False  # the ledger is back; nothing changed on disk since
+    assert live.reload_if_changed()
+    assert live.revision != first and live.last_error is None

@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -178,3 +179,24 @@ def test_async_producer_sees_a_closed_appender(tmp_path: Path, signer: Signer) -
     app.close()
     with pytest.raises(StorageError, match="closed"):
         asyncio.run(app.append_async(b"late"))
+
+
+def test_an_unexpected_error_in_the_store_fails_the_batch_and_stops(
+    tmp_path: Path, signer: Signer
+) -> None:
+    class Broken(SqliteStore):
+        """A store with a bug: its append raises something that is not a StorageError."""
+
+        def append(self, start: int, entries: Any, tiles: Any) -> None:
+            super().append(start, entries, tiles)
+            raise RuntimeError("a bug after the commit")
+
+    store = Broken(tmp_path / "l.sqlite")
+    store.init_meta({"origin": ORIGIN, "vkey": signer.verifier.vkey})
+    app = Appender(store, signer, ORIGIN, AppenderConfig(checkpoint_interval_ms=0))
+    pending = app.submit([b"one"])
+    with pytest.raises(StorageError, match="a bug after the commit"):
+        pending.result(timeout=10)  # told, never left waiting
+    with pytest.raises(StorageError):
+        app.append(b"two")  # the appender stopped: state unknown, fail closed
+    app.close()

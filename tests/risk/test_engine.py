@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from proctor.errors import UsageError
 from proctor.events.context import decode_context, parse_rfc3339
 from proctor.events.schema import Risk
 from proctor.risk.baselines import Baselines
@@ -177,3 +178,19 @@ def test_sensitivity_comes_from_the_config_when_the_caller_gives_none() -> None:
         decode_context({**base, "resource": {"type": "table", "name": "x", "database": "hr"}})
     )
     assert {f.signal for f in e.assess(ctx).factors} == {"restricted_resource"}
+
+
+@pytest.mark.parametrize(
+    ("settings", "problem"),
+    [
+        ({"hour_prior": 0}, "hour_prior"),
+        ({"beta": 0}, "beta"),
+        ({"min_history": 0}, "min_history"),
+        ({"medium": 70, "high": 60}, "medium < high"),
+        ({"points": {"denied_ip": 500}}, "denied_ip"),
+        ({"sensitivity": (("hr/*", "secret"),)}, "secret"),
+    ],
+)
+def test_bad_risk_settings_are_refused(settings: dict[str, object], problem: str) -> None:
+    with pytest.raises(UsageError, match=problem):
+        RiskConfig(**settings)  # type: ignore[arg-type]

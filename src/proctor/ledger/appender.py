@@ -348,9 +348,10 @@ class Appender:
             if controls or due or stop:
                 try:
                     note = self._sign()
-                except ProctorError as exc:
+                except Exception as exc:
+                    err = exc if isinstance(exc, ProctorError) else StorageError(f"signing: {exc}")
                     for req in controls:
-                        req.future.set_exception(exc)
+                        req.future.set_exception(err)
                     raise
                 for req in controls:
                     req.future.set_result(note)
@@ -380,6 +381,14 @@ class Appender:
             log.error("ledger write of %d entries failed: %s", len(entries), exc)
             for req in batch:
                 req.future.set_exception(exc)
+            return
+        except Exception as exc:
+            # Not an error the store knows (a bug, the OS): whether the batch is stored is
+            # unknown, so its producers are told it failed and the appender stops.
+            log.exception("ledger write of %d entries failed", len(entries))
+            self._failed = StorageError(f"ledger write failed: {exc}")
+            for req in batch:
+                req.future.set_exception(self._failed)
             return
         self._edge = edge
         if self._unsigned_since is None:

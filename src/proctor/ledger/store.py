@@ -74,6 +74,7 @@ class SqliteStore:
         wal_limit_bytes: int = WAL_LIMIT_BYTES,
     ):
         self.path = path
+        self._abs_path = path.resolve()  # the checkpointer must find this file after a chdir
         self._closed = False
         self._readonly = readonly
         self._wal_limit = wal_limit_bytes
@@ -176,11 +177,14 @@ class SqliteStore:
         self._wal_bytes += sum(map(len, entries)) + sum(map(len, tiles.values()))
         if self._wal_bytes >= self._wal_limit // WAL_NUDGES:
             self._wal_bytes = 0
-            self._nudge_checkpointer()
+            try:  # the batch is committed: housekeeping must not make it look failed
+                self._nudge_checkpointer()
+            except (sqlite3.Error, OSError, RuntimeError) as exc:
+                log.warning("WAL checkpoint not started: %s", exc)
 
     def _nudge_checkpointer(self) -> None:
         if self._checkpointer is None:
-            self._checkpointer = _WalCheckpointer(self.path, self._durability)
+            self._checkpointer = _WalCheckpointer(self._abs_path, self._durability)
         ckpt = self._checkpointer
         ckpt.nudge()
         # The WAL starts over only if, when a write begins, a checkpoint has copied every frame.
@@ -190,7 +194,7 @@ class SqliteStore:
         self._wal_since_reset += self._wal_limit // WAL_NUDGES
         if self._wal_since_reset >= self._wal_limit:
             self._wal_since_reset = 0
-            with ckpt.busy:  # two checkpoints at once: the second one gives up at once
+            with ckpt.busy:  # wait for a background checkpoint in progress (two would clash)
                 try:
                     self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 except sqlite3.DatabaseError as exc:

@@ -20,7 +20,6 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from proctor.errors import ProctorError
 from proctor.policy.archive import PolicyArchive
 from proctor.policy.engine import EngineConfig, PolicyEngine
 from proctor.policy.loader import PolicyError, load_policies
@@ -49,7 +48,7 @@ class LivePolicies:
         self.config = config or EngineConfig()
         self.on_reload = on_reload
         self.on_error = on_error
-        self.last_error: PolicyError | None = None
+        self.last_error: Exception | None = None
         self._lock = threading.Lock()  # one reload at a time
         self._fingerprint = self._scan()
         bundle = load_policies(directory)  # at start a broken directory is an error: no default
@@ -80,11 +79,17 @@ class LivePolicies:
             if bundle.revision == old:
                 return False
             engine = PolicyEngine(bundle, self.config)
-            self.archive.keep(bundle)
-            # Recorded before it is in force: if the record cannot be written (the ledger is
-            # down), the reload is refused and the old set keeps serving. No log, no change.
-            if self.on_reload is not None:
-                self.on_reload(old, bundle.revision)
+            try:
+                self.archive.keep(bundle)
+                # Recorded before it is in force: if the record cannot be written (the ledger
+                # is down), the reload is refused and the old set keeps serving. No log, no
+                # change. The next look at the directory tries again.
+                if self.on_reload is not None:
+                    self.on_reload(old, bundle.revision)
+            except Exception as exc:
+                self._fingerprint = ()
+                self.last_error = exc
+                raise
             self.engine = engine  # the atomic swap
         log.info("policies reloaded: %s -> %s", old[:16], bundle.revision[:16])
         return True
@@ -115,7 +120,7 @@ class LivePolicies:
         while not self._stop.wait(interval_s):
             try:
                 self.reload_if_changed()
-            except ProctorError as exc:  # e.g. the archive cannot be written: keep serving
+            except Exception as exc:  # e.g. the ledger is down: keep serving, try again later
                 log.error("policy reload failed: %s", exc)
 
     def _scan(self) -> Fingerprint:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from proctor.errors import UsageError
 from proctor.events.context import RequestContext, Sensitivity
 from proctor.events.schema import Factor
 from proctor.risk.baselines import UserBaseline
@@ -91,6 +92,35 @@ class RiskConfig:
     beta: float = 1.0
     """Statistical scorer: how strongly a user's profile leans on the population's."""
     points_per_bit: float = 5.0
+
+    def __post_init__(self) -> None:
+        """Refuse settings that would make every assessment fail or mean nothing."""
+        checks: list[tuple[bool, str]] = [
+            (
+                0 < self.medium < self.high < self.critical <= 100,
+                "need 0 < medium < high < critical <= 100",
+            ),
+            (self.hour_prior > 0, "hour_prior must be > 0"),
+            (0 < self.hour_threshold <= 1, "hour_threshold must be in (0, 1]"),
+            (self.beta > 0, "beta must be > 0"),
+            (self.points_per_bit >= 0, "points_per_bit must be >= 0"),
+            (self.min_history >= 1, "min_history must be >= 1"),
+            (self.volume_sigmas >= 0 and self.min_volume_rows >= 0, "volume limits must be >= 0"),
+            (self.max_speed_kmh > 0 and self.min_travel_km >= 0, "travel limits must be > 0"),
+            (
+                self.failure_window_s > 0 and self.failure_threshold >= 1,
+                "failure limits must be >= 1",
+            ),
+        ]
+        for ok, problem in checks:
+            if not ok:
+                raise UsageError(f"risk configuration: {problem}")
+        for signal, points in self.points.items():
+            if not -100 <= points <= 100:
+                raise UsageError(f"risk configuration: points for {signal!r} must be -100..100")
+        for pattern, label in self.sensitivity:
+            if label not in ("public", "internal", "confidential", "restricted"):
+                raise UsageError(f"risk configuration: sensitivity {label!r} for {pattern!r}")
 
     def pts(self, signal: str) -> int:
         """The points of a signal (0 when switched off)."""
