@@ -113,21 +113,27 @@ def test_policy_reloaded_event_is_valid(decider: Decider) -> None:
     assert event.attributes["policy.revision"] == "b" * 64
 
 
+READ = '@id("read") permit(principal, action == Action::"read", resource);\n'
+
+
+def _read_only_policies(tmp_path: Path) -> tuple[Path, LivePolicies]:
+    d = tmp_path / "p"
+    d.mkdir()
+    (d / "a.cedar").write_text(READ)
+    return d, LivePolicies(d)
+
+
 def test_reloads_are_recorded_before_they_take_effect(tmp_path: Path) -> None:
     from proctor.decision import record_reloads
 
     signer = Signer.generate("audit.example/log")
     Ledger.init(tmp_path / "ledger", signer)
-    d = tmp_path / "p"
-    d.mkdir()
-    read = '@id("read") permit(principal, action == Action::"read", resource);\n'
-    (d / "a.cedar").write_text(read)
-    live = LivePolicies(d)
+    d, live = _read_only_policies(tmp_path)
     first = live.revision
     ledger = Ledger(tmp_path / "ledger", signer=signer)
     record_reloads(live, ledger)
     (d / "a.cedar").write_text(
-        read + '@id("w") permit(principal, action == Action::"write", resource);\n'
+        READ + '@id("w") permit(principal, action == Action::"write", resource);\n'
     )
     assert live.reload()
     event = decode_event(ledger.entry(ledger.size() - 1))
@@ -137,7 +143,7 @@ def test_reloads_are_recorded_before_they_take_effect(tmp_path: Path) -> None:
     assert event.attributes["policy.count"] == "2"
     second = live.revision
     ledger.close()  # the ledger cannot take the record now: the reload must not happen
-    (d / "a.cedar").write_text(read)
+    (d / "a.cedar").write_text(READ)
     with pytest.raises(ProctorError):
         live.reload()
     assert live.revision == second
@@ -181,11 +187,7 @@ def test_redaction_also_scrubs_evidence_and_replay_uses_the_recorded_settings(
 
 
 def test_a_reload_whose_record_failed_is_tried_again(tmp_path: Path) -> None:
-    d = tmp_path / "p"
-    d.mkdir()
-    read = '@id("read") permit(principal, action == Action::"read", resource);\n'
-    (d / "a.cedar").write_text(read)
-    live = LivePolicies(d)
+    d, live = _read_only_policies(tmp_path)
     first = live.revision
     down = [True]
 
@@ -194,7 +196,7 @@ def test_a_reload_whose_record_failed_is_tried_again(tmp_path: Path) -> None:
             raise StorageError("ledger down")
 
     live.on_reload = record
-    (d / "a.cedar").write_text(read + '@id("no") forbid(principal, action, resource);\n')
+    (d / "a.cedar").write_text(READ + '@id("no") forbid(principal, action, resource);\n')
     with pytest.raises(StorageError):
         live.reload_if_changed()
     assert live.revision == first and isinstance(live.last_error, StorageError)
