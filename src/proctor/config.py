@@ -1,0 +1,275 @@
+"""The one configuration file (TOML), checked whole before anything starts.
+
+``load_config(path)`` reads ``proctor.toml`` into typed structs; every problem is a
+:class:`ConfigError` that names the key (``upstreams[0].port``) and the reason. A wrong type
+or an unknown key is reported first (the file is not read further); once the shape is right,
+every cross-check problem (missing files, unknown upstreams, unset variables) is reported
+together. Secrets never sit in the file: an upstream password comes from an
+environment variable or a secret file, read when the gateway connects, and never logged.
+Paths are relative to the file's own directory.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+from proctor.errors import UsageError
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "LedgerConfig",
+    "Listener",
+    "PoliciesConfig",
+    "RiskSettings",
+    "Upstream",
+    "UserEntry",
+    "load_config",
+    "read_secret",
+]
+
+_Name = Annotated[str, Meta(pattern="^[A-Za-z0-9_.-]{1,64}$")]
+_Port = Annotated[int, Meta(ge=1, le=65535)]
+_Positive = Annotated[int, Meta(ge=1)]
+
+
+class ConfigError(UsageError):
+    """A configuration that cannot be used; ``problems`` lists each as ``key: reason``."""
+
+    def __init__(self, path: Path, problems: list[str]) -> None:
+        self.problems = problems
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        super().__init__(f"{path}: {problems[0]}{more}")
+
+
+class _Part(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Strict settings: an unknown key is an error, not ignored."""
+
+
+class Listener(_Part, frozen=True, kw_only=True):
+    """Where clients connect, and which upstream database they reach."""
+
+    address: str
+    upstream: _Name
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+
+class Upstream(_Part, frozen=True, kw_only=True):
+    """A database behind the gateway and the gateway's own credentials for it."""
+
+    name: _Name
+    host: str = "127.0.0.1"
+    port: _Port = 5432
+    database: str
+    user: str
+    password_env: str | None = None
+    password_file: str | None = None
+
+
+class UserEntry(_Part, frozen=True, kw_only=True):
+    """A Proctor-managed user (SCRAM-SHA-256 verifier, as PostgreSQL stores them)."""
+
+    name: _Name
+    roles: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+    kind: Literal["human", "agent", "service"] = "human"
+    scram_verifier: str
+
+
+class PoliciesConfig(_Part, frozen=True, kw_only=True):
+    """The Cedar policy directory and how decisions read time."""
+
+    directory: str
+    watch_interval_s: Annotated[float, Meta(gt=0, le=3600)] = 1.0
+    timezone: str = "UTC"
+    mfa_fresh_s: Annotated[int, Meta(ge=0)] = 900
+
+
+class LedgerConfig(_Part, frozen=True, kw_only=True):
+    """Where decisions are recorded."""
+
+    directory: str
+    signer_key: str | None = None
+    durability: Literal["os", "fsync"] = "os"
+
+
+class RiskSettings(_Part, frozen=True, kw_only=True):
+    """Scoring and what addresses and resources are (labels, lists, geo, sensitivity)."""
+
+    scorer: Literal["statistical", "rules"] = "statistical"
+    labels: dict[str, tuple[str, ...]] = msgspec.field(default_factory=dict)
+    deny_list: str | None = None
+    anonymizer_list: str | None = None
+    mmdb: tuple[str, ...] = ()
+    sensitivity: tuple[
+        tuple[str, Literal["public", "internal", "confidential", "restricted"]], ...
+    ] = ()
+    points: dict[str, Annotated[int, Meta(ge=-100, le=100)]] = msgspec.field(default_factory=dict)
+
+
+class Limits(_Part, frozen=True, kw_only=True):
+    """Explicit limits (never magic numbers)."""
+
+    max_message_bytes: Annotated[int, Meta(ge=1024, le=1 << 30)] = 64 << 20
+    max_connections: _Positive = 1000
+    connect_timeout_s: Annotated[float, Meta(gt=0, le=600)] = 10.0
+
+
+class Config(_Part, frozen=True, kw_only=True):
+    """The whole file."""
+
+    gateway: str = "proctor"
+    listeners: tuple[Listener, ...]
+    upstreams: tuple[Upstream, ...]
+    users: tuple[UserEntry, ...] = ()
+    policies: PoliciesConfig
+    ledger: LedgerConfig
+    risk: RiskSettings = RiskSettings()
+    limits: Limits = Limits()
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A checked configuration and the directory its relative paths are relative to."""
+
+    config: Config
+    base: Path
+
+    def path(self, value: str) -> Path:
+        """A path from the file, made absolute."""
+        p = Path(value)
+        return p if p.is_absolute() else self.base / p
+
+
+def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Loaded:
+    """Read and check ``path``; ConfigError names every bad key."""
+    env = os.environ if environ is None else environ
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(path, [f"cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, [f"not UTF-8 at byte {exc.start}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, [f"not valid TOML: {exc}"]) from None
+    try:
+        config = msgspec.convert(raw, Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(path, [_key_message(str(exc))]) from None
+    loaded = Loaded(config, path.resolve().parent)
+    problems = _cross_checks(loaded, env)
+    if problems:
+        raise ConfigError(path, problems)
+    return loaded
+
+
+def _key_message(text: str) -> str:
+    """msgspec's ``… - at `$.upstreams[0].port``` as ``upstreams[0].port: …``."""
+    message, sep, where = text.rpartition(" - at `")
+    if not sep:
+        return text
+    key = where.rstrip("`").removeprefix("$").removeprefix(".")
+    return f"{key}: {message}" if key else message
+
+
+def _cross_checks(loaded: Loaded, env: Mapping[str, str]) -> list[str]:
+    c = loaded.config
+    out: list[str] = []
+    names = [u.name for u in c.upstreams]
+    for i, u in enumerate(c.upstreams):
+        if names.count(u.name) > 1 and names.index(u.name) != i:
+            out.append(f"upstreams[{i}].name: {u.name!r} is used twice")
+        if u.password_env is not None and u.password_file is not None:
+            out.append(f"upstreams[{i}]: give password_env or password_file, not both")
+        if u.password_env is not None and u.password_env not in env:
+            out.append(f"upstreams[{i}].password_env: {u.password_env} is not set")
+        if u.password_file is not None:
+            out += _readable(loaded, f"upstreams[{i}].password_file", u.password_file, secret=True)
+    for i, listener in enumerate(c.listeners):
+        out += _address(f"listeners[{i}].address", listener.address)
+        if listener.upstream not in names:
+            out.append(f"listeners[{i}].upstream: no upstream named {listener.upstream!r}")
+        if (listener.tls_cert is None) != (listener.tls_key is None):
+            out.append(f"listeners[{i}]: tls_cert and tls_key go together")
+        for key in ("tls_cert", "tls_key"):
+            value = getattr(listener, key)
+            if value is not None:
+                out += _readable(loaded, f"listeners[{i}].{key}", value, secret=key == "tls_key")
+    users = [u.name for u in c.users]
+    for i, user in enumerate(c.users):
+        if users.count(user.name) > 1 and users.index(user.name) != i:
+            out.append(f"users[{i}].name: {user.name!r} is used twice")
+        if not user.scram_verifier.startswith("SCRAM-SHA-256$"):
+            out.append(f"users[{i}].scram_verifier: not a SCRAM-SHA-256 verifier")
+    if not loaded.path(c.policies.directory).is_dir():
+        out.append(f"policies.directory: {c.policies.directory} is not a directory")
+    out += _timezone(c.policies.timezone)
+    if c.ledger.signer_key is not None:
+        out += _readable(loaded, "ledger.signer_key", c.ledger.signer_key, secret=True)
+    for key in ("deny_list", "anonymizer_list"):
+        value = getattr(c.risk, key)
+        if value is not None:
+            out += _readable(loaded, f"risk.{key}", value)
+    for i, mmdb in enumerate(c.risk.mmdb):
+        out += _readable(loaded, f"risk.mmdb[{i}]", mmdb)
+    for label, cidrs in c.risk.labels.items():
+        for j, cidr in enumerate(cidrs):
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                out.append(f"risk.labels.{label}[{j}]: {exc}")
+    return out
+
+
+def _readable(loaded: Loaded, key: str, value: str, *, secret: bool = False) -> list[str]:
+    p = loaded.path(value)
+    if not p.is_file():
+        return [f"{key}: no file {value}"]
+    if not os.access(p, os.R_OK):
+        return [f"{key}: {value} is not readable"]
+    if secret and p.stat().st_mode & 0o077:
+        return [f"{key}: {value} is readable by group or others (chmod 600)"]
+    return []
+
+
+def _address(key: str, value: str) -> list[str]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        return [f"{key}: {value!r} is not host:port"]
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return [f"{key}: {host!r} is not an IP address"]
+    return []
+
+
+def _timezone(name: str) -> list[str]:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # noqa: PLC0415 (only checked here)
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return [f"policies.timezone: unknown time zone {name!r}"]
+    return []
+
+
+def read_secret(
+    loaded: Loaded, upstream: Upstream, environ: Mapping[str, str] | None = None
+) -> str | None:
+    """The upstream's password (None: none configured, e.g. trust authentication)."""
+    env = os.environ if environ is None else environ
+    if upstream.password_env is not None:
+        return env[upstream.password_env]
+    if upstream.password_file is not None:
+        return loaded.path(upstream.password_file).read_text(encoding="utf-8").rstrip("\n")
+    return None
