@@ -191,7 +191,7 @@ def test_a_reload_whose_record_failed_is_tried_again(tmp_path: Path) -> None:
     first = live.revision
     down = [True]
 
-    def record(_old: str, _new: str) -> None:
+    def record(_old: str, _new: object) -> None:
         if down[0]:
             raise StorageError("ledger down")
 

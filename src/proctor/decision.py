@@ -43,6 +43,7 @@ from proctor.ledger.ledger import Ledger
 from proctor.policy.archive import PolicyArchive
 from proctor.policy.engine import Decision, EngineConfig, PolicyEngine
 from proctor.policy.live import LivePolicies
+from proctor.policy.loader import PolicyBundle
 from proctor.risk.engine import RiskEngine
 
 __all__ = [
@@ -232,11 +233,11 @@ def record_reloads(live: LivePolicies, ledger: Ledger, clock: ClockSource | None
     """Have every reload of ``live`` write its ``policy.reloaded`` event to ``ledger`` first."""
     source = clock or ClockSource()
 
-    def record(old: str, new: str) -> None:
-        bundle = live.archive.get(new)  # the reload archived it just before calling us
-        count = len(bundle.policies) if bundle else 0
-        files = len(bundle.files) if bundle else 0
-        ledger.append(policy_reloaded_event(old, new, source, policies=count, files=files))
+    def record(old: str, new: PolicyBundle) -> None:
+        event = policy_reloaded_event(
+            old, new.revision, source, policies=len(new.policies), files=len(new.files)
+        )
+        ledger.append(event)
 
     live.on_reload = record
 

@@ -64,6 +64,11 @@ def test_replay_and_decide_errors(
     res = proctor("decide", req, "--policies", POLICIES, "--ledger", ledger, *sk)
     assert res.returncode == 2 and "computed by decide" in res.stderr
     req.write_text(REQUEST)
+    nowhere = tmp_path / "not-a-ledger"
+    nowhere.mkdir()
+    res = proctor("decide", req, "--policies", POLICIES, "--ledger", nowhere, *sk)
+    assert res.returncode == 2 and "no ledger" in res.stderr
+    assert list(nowhere.iterdir()) == []  # no side files left in a directory that is no ledger
     assert proctor("decide", req, "--policies", POLICIES, "--ledger", ledger, *sk).returncode == 0
     res = proctor("replay", "0190f5a0-0000-7000-8000-000000000000", "--ledger", ledger)
     assert res.returncode == 2 and "no event 0190f5a0" in res.stderr
@@ -80,3 +85,7 @@ def test_explain_scores_risk_when_the_file_has_none(tmp_path: Path) -> None:
     doc = json.loads(res.stdout)
     assert doc["risk"]["factors"][0]["signal"] == "destructive"
     assert doc["effect"] == "step_up"
+    missing = tmp_path / "typo.sqlite"
+    res = proctor("policy", "explain", req, "--policies", POLICIES, "--baselines", missing)
+    assert res.returncode == 2 and "no baselines file" in res.stderr
+    assert not missing.exists()

@@ -36,7 +36,10 @@ def test_reload_swaps_archives_and_reports(tmp_path: Path) -> None:
     errors: list[PolicyError] = []
     archive = PolicyArchive(tmp_path / "archive.sqlite")
     live = LivePolicies(
-        d, archive=archive, on_reload=lambda a, b: seen.append((a, b)), on_error=errors.append
+        d,
+        archive=archive,
+        on_reload=lambda a, b: seen.append((a, b.revision)),
+        on_error=errors.append,
     )
     first = live.revision
     write_req = request(action={"class": "write"})

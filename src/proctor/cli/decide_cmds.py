@@ -11,20 +11,25 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from proctor.cli._app import EXIT_FAILED, app, handled, out
 from proctor.cli.options import LedgerDir, SignerKey, ledger_dir, open_ledger
-from proctor.cli.policy_cmds import JsonOpt, PoliciesOpt, load_case, print_decision
+from proctor.cli.policy_cmds import (
+    JsonOpt,
+    PoliciesOpt,
+    decision_json,
+    load_case,
+    print_decision,
+)
 from proctor.decision import Decider, replay
 from proctor.errors import EventError, UsageError
 from proctor.events.canonical import decode_event
 from proctor.events.schema import Event
 from proctor.ledger.ledger import Ledger
 from proctor.policy.archive import PolicyArchive
-from proctor.policy.engine import Decision
 from proctor.policy.live import LivePolicies
 from proctor.risk.baselines import Baselines
 from proctor.risk.engine import RiskEngine
@@ -49,19 +54,21 @@ def decide(
     case = load_case(request_file, risk_optional=True)
     if case.risk_given:
         raise UsageError(f"{request_file}: 'risk' is computed by decide, not given")
-    archive = PolicyArchive(d / ARCHIVE_NAME)
-    baselines = Baselines(d / BASELINES_NAME)
-    try:
-        live = LivePolicies(policies, archive=archive)
-        decider = Decider(live, RiskEngine(baselines))
-        decided = decider.evaluate(case.request, approved=case.approved)
-        with open_ledger(d, signer_key, write=True) as lg:
+    # The ledger first: it checks the directory is one (and takes the writer's lock) before
+    # its side files are created in it.
+    with open_ledger(d, signer_key, write=True) as lg:
+        archive = PolicyArchive(d / ARCHIVE_NAME)
+        baselines = Baselines(d / BASELINES_NAME)
+        try:
+            live = LivePolicies(policies, archive=archive)
+            decider = Decider(live, RiskEngine(baselines))
+            decided = decider.evaluate(case.request, approved=case.approved)
             index = lg.append(decided.event)
-    finally:
-        baselines.close()
-        archive.close()
+        finally:
+            baselines.close()
+            archive.close()
     if as_json:
-        doc = {"index": index, "event_id": decided.event.id, **_decision_doc(decided.decision)}
+        doc = {"index": index, "event_id": decided.event.id, **decision_json(decided.decision)}
         print(json.dumps(doc, indent=2))
         return
     print_decision(decided.decision, live.engine.bundle, decided.risk)
@@ -100,7 +107,7 @@ def replay_cmd(
             "differences": list(result.differences),
             "notes": list(result.notes),
             "recorded": {"effect": rec.effect, "policies": list(rec.policies)},
-            "replayed": _decision_doc(result.decision),
+            "replayed": decision_json(result.decision),
         }
         print(json.dumps(doc, indent=2))
     elif result.reproduced:
@@ -132,14 +139,3 @@ def _find(lg: Ledger, event_id: str) -> Event:
                 if event.id == event_id:
                     return event
     raise UsageError(f"no event {event_id} in the ledger")
-
-
-def _decision_doc(d: Decision) -> dict[str, Any]:
-    return {
-        "effect": d.effect,
-        "policies": list(d.policies),
-        "reasons": list(d.reasons),
-        "obligations": list(d.obligations),
-        "revision": d.revision,
-        "errors": list(d.errors),
-    }

@@ -90,7 +90,7 @@ def test(
                 "name": r.case.name,
                 "passed": r.passed,
                 "mismatches": list(r.mismatches),
-                "decision": _decision_json(r.decision),
+                "decision": decision_json(r.decision),
             }
             for r in results
         ]
@@ -133,13 +133,15 @@ def explain(
     case = load_case(request_file, risk_optional=True)
     engine = PolicyEngine(_load(policies))
     ctx, risk = case.request, case.risk
+    if baselines is not None and not baselines.is_file():
+        raise UsageError(f"no baselines file {baselines}")  # never create an empty one
     if not case.risk_given:
         scorer = RiskEngine(Baselines(baselines))
         ctx = scorer.enrich(ctx)
         risk = scorer.assess(ctx)
     decision = engine.decide(ctx, risk, approved=case.approved)
     if as_json:
-        doc = _decision_json(decision, engine.bundle)
+        doc = decision_json(decision, engine.bundle)
         doc["risk"] = msgspec.to_builtins(risk)
         print(json.dumps(doc, indent=2))
         return
@@ -209,7 +211,7 @@ def print_decision(d: Decision, bundle: PolicyBundle, risk: Risk) -> None:
         out.print(table)
 
 
-def _decision_json(d: Decision, bundle: PolicyBundle | None = None) -> dict[str, Any]:
+def decision_json(d: Decision, bundle: PolicyBundle | None = None) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "effect": d.effect,
         "policies": list(d.policies),

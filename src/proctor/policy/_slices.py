@@ -74,12 +74,12 @@ def slice_set(
     scopes: Mapping[str, Applicability],
     action: str,
     principal: frozenset[Uid],
-) -> tuple[cedarpy.PolicySet, int]:
-    """The policy set of those that may apply to ``action`` by ``principal``, and its size."""
+) -> cedarpy.PolicySet:
+    """The policy set of those that may apply to ``action`` by ``principal``."""
     chosen = {}
     for pid, body in bodies.items():
         who, what = scopes[pid]
         if (what is None or action in what) and (who is None or not who.isdisjoint(principal)):
             chosen[pid] = body
     doc = {"staticPolicies": chosen, "templates": {}, "templateLinks": []}
-    return cedarpy.PolicySet.from_json_str(json.dumps(doc)), len(chosen)
+    return cedarpy.PolicySet.from_json_str(json.dumps(doc))

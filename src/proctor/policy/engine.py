@@ -16,17 +16,16 @@ The engine holds one immutable :class:`PolicyBundle`; a reload swaps the whole e
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, Generic, Literal, TypeVar
+from typing import Any, Final, Literal
 from zoneinfo import ZoneInfo
 
 import cedarpy
 
+from proctor._lru import Lru
 from proctor.events.context import RequestContext, parse_rfc3339
 from proctor.events.schema import Decision as DecisionPart
 from proctor.events.schema import Risk
@@ -41,8 +40,6 @@ _MFA_SKEW_S: Final = 60
 _MAX_ERROR: Final = 400  # cedarpy may quote the whole request in an error: keep records small
 
 Effect = Literal["allow", "deny", "step_up"]
-K = TypeVar("K")
-V = TypeVar("V")
 _Result = tuple[str, tuple[str, ...], tuple[str, ...]]
 
 
@@ -112,15 +109,15 @@ class PolicyEngine:
         # leaving it out is what the full context would do too.
         known = tuple(k for k in sorted(keys or ()) if k in _CONTEXT_BUILDERS)
         self._context_keys = _ALL_CONTEXT_KEYS if keys is None else known
-        self._results: _Lru[tuple[str, str, str, str, str], _Result] = _Lru(self.config.cache_size)
-        self._entities: _Lru[str, cedarpy.Entities] = _Lru(self.config.cache_size)
-        self._entity_text: _Lru[tuple[object, ...], str] = _Lru(self.config.cache_size)
+        self._results: Lru[tuple[str, str, str, str, str], _Result] = Lru(self.config.cache_size)
+        self._entities: Lru[str, cedarpy.Entities] = Lru(self.config.cache_size)
+        self._entity_text: Lru[tuple[object, ...], str] = Lru(self.config.cache_size)
         # Policy sets sliced by action and principal (see _slices: exact for this schema).
         self._scopes = {pid: applicability(body) for pid, body in bundle.bodies.items()}
         # Only principals some scope names tell slices apart: the key keeps just those, so
         # users with the same roles and groups share a slice.
         self._named = frozenset(u for who, _ in self._scopes.values() if who for u in who)
-        self._slices: _Lru[tuple[str, frozenset[tuple[str, str]]], cedarpy.PolicySet] = _Lru(
+        self._slices: Lru[tuple[str, frozenset[tuple[str, str]]], cedarpy.PolicySet] = Lru(
             self.config.slice_cache_size
         )
 
@@ -183,7 +180,7 @@ class PolicyEngine:
         key = (action, principal & self._named)
         policies = self._slices.get(key)
         if policies is None:
-            policies, _ = slice_set(self.bundle.bodies, self._scopes, action, key[1])
+            policies = slice_set(self.bundle.bodies, self._scopes, action, key[1])
             self._slices.put(key, policies)
         return policies
 
@@ -373,30 +370,6 @@ _CONTEXT_BUILDERS: Final[dict[str, _Builder]] = {
     "approved": lambda _e, _c, _r, approved: approved,
 }
 _ALL_CONTEXT_KEYS: Final = tuple(_CONTEXT_BUILDERS)
-
-
-class _Lru(Generic[K, V]):
-    """A small thread-safe LRU map."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._data: OrderedDict[K, V] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: K) -> V | None:
-        with self._lock:
-            value = self._data.get(key)
-            if value is not None:
-                self._data.move_to_end(key)
-            return value
-
-    def put(self, key: K, value: V) -> None:
-        if self._size <= 0:
-            return
-        with self._lock:
-            self._data[key] = value
-            while len(self._data) > self._size:
-                self._data.popitem(last=False)
 
 
 def _uid(kind: str, name: str) -> dict[str, str]:

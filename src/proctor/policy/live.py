@@ -4,7 +4,7 @@ A reload loads the whole directory into a new bundle first (:mod:`loader`); only
 succeeds does the engine in force change, in one assignment, so a decision sees the old set
 or the new one, never a mix. A broken edit leaves the set already loaded serving and is
 reported (``last_error``, the log, the ``on_error`` callback). Each reload archives the new
-text and calls ``on_reload(old_revision, new_revision)`` *before* the swap: that is where the
+text and calls ``on_reload(old_revision, new_bundle)`` *before* the swap: that is where the
 caller writes the ``policy.reloaded`` ledger event (see :func:`proctor.decision.record_reloads`);
 if it raises, the new set is not put in force.
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from proctor.policy.archive import PolicyArchive
 from proctor.policy.engine import EngineConfig, PolicyEngine
-from proctor.policy.loader import PolicyError, load_policies
+from proctor.policy.loader import PolicyBundle, PolicyError, load_policies
 
 __all__ = ["LivePolicies"]
 
@@ -40,7 +40,7 @@ class LivePolicies:
         *,
         archive: PolicyArchive | None = None,
         config: EngineConfig | None = None,
-        on_reload: Callable[[str, str], None] | None = None,
+        on_reload: Callable[[str, PolicyBundle], None] | None = None,
         on_error: Callable[[PolicyError], None] | None = None,
     ) -> None:
         self.directory = directory
@@ -85,7 +85,7 @@ class LivePolicies:
                 # is down), the reload is refused and the old set keeps serving. No log, no
                 # change. The next look at the directory tries again.
                 if self.on_reload is not None:
-                    self.on_reload(old, bundle.revision)
+                    self.on_reload(old, bundle)
             except Exception as exc:
                 self._fingerprint = ()
                 self.last_error = exc

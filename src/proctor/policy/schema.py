@@ -19,7 +19,7 @@ import cedarpy
 
 from proctor.events.context import ACTION_CLASSES
 
-__all__ = ["ENTITY_TYPES", "RESOURCE_ENTITY", "SCHEMA_TEXT", "cedar_schema"]
+__all__ = ["RESOURCE_ENTITY", "SCHEMA_TEXT", "cedar_schema"]
 
 RESOURCE_ENTITY: Final = {
     "database": "Database",
@@ -63,8 +63,6 @@ action {_ACTIONS} appliesTo {{
   context: Context
 }};
 """
-
-ENTITY_TYPES: Final = frozenset({"Role", "Group", "User", *RESOURCE_ENTITY.values()})
 
 
 @cache

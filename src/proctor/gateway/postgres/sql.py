@@ -15,8 +15,6 @@ guard most.
 from __future__ import annotations
 
 import re
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -24,6 +22,7 @@ import pglast
 from pglast import ast, enums
 from pglast.visitors import Visitor
 
+from proctor._lru import Lru
 from proctor.errors import InputError
 from proctor.events.context import ActionClass, ActionInfo, SqlFeatures
 
@@ -429,24 +428,17 @@ class Analyzer:
     """``analyze`` with an LRU cache by exact text (analyses never change for a text)."""
 
     def __init__(self, size: int = 4096) -> None:
-        self._size = size
-        self._cache: OrderedDict[str, Analysis] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
+        self._cache: Lru[str, Analysis] = Lru(size)
+        self.hits = 0  # counters for tests and diagnostics (not locked: approximate)
         self.misses = 0
 
     def analyze(self, sql: str) -> Analysis:
         """The cached analysis of ``sql`` (SqlError, never cached, when it does not parse)."""
-        with self._lock:
-            found = self._cache.get(sql)
-            if found is not None:
-                self._cache.move_to_end(sql)
-                self.hits += 1
-                return found
+        found = self._cache.get(sql)
+        if found is not None:
+            self.hits += 1
+            return found
         result = analyze(sql)
-        with self._lock:
-            self.misses += 1
-            self._cache[sql] = result
-            while len(self._cache) > self._size:
-                self._cache.popitem(last=False)
+        self.misses += 1
+        self._cache.put(sql, result)
         return result
