@@ -23,6 +23,7 @@ import msgspec
 from msgspec import Meta
 
 from proctor.errors import UsageError
+from proctor.gateway.postgres.scram import parse_verifier
 
 __all__ = [
     "Config",
@@ -129,6 +130,8 @@ class Config(_Part, frozen=True, kw_only=True):
     """The whole file."""
 
     gateway: str = "proctor"
+    admin_socket: str | None = None
+    """Unix socket for ``proctor sessions …`` (default: ``admin.sock`` in the ledger directory)."""
     listeners: tuple[Listener, ...]
     upstreams: tuple[Upstream, ...]
     users: tuple[UserEntry, ...] = ()
@@ -209,8 +212,10 @@ def _cross_checks(loaded: Loaded, env: Mapping[str, str]) -> list[str]:
     for i, user in enumerate(c.users):
         if users.count(user.name) > 1 and users.index(user.name) != i:
             out.append(f"users[{i}].name: {user.name!r} is used twice")
-        if not user.scram_verifier.startswith("SCRAM-SHA-256$"):
-            out.append(f"users[{i}].scram_verifier: not a SCRAM-SHA-256 verifier")
+        try:
+            parse_verifier(user.scram_verifier)
+        except UsageError as exc:
+            out.append(f"users[{i}].scram_verifier: {exc}")
     if not loaded.path(c.policies.directory).is_dir():
         out.append(f"policies.directory: {c.policies.directory} is not a directory")
     out += _timezone(c.policies.timezone)
@@ -244,7 +249,7 @@ def _readable(loaded: Loaded, key: str, value: str, *, secret: bool = False) -> 
 
 def _address(key: str, value: str) -> list[str]:
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:  # 0: any free port
         return [f"{key}: {value!r} is not host:port"]
     try:
         ipaddress.ip_address(host.strip("[]"))

@@ -18,12 +18,20 @@ from __future__ import annotations
 import os
 import sys
 
-from proctor.cli import decide_cmds, demo, keys, ledger_cmds, policy_cmds, verify_cmds
+from proctor.cli import (
+    decide_cmds,
+    demo,
+    keys,
+    ledger_cmds,
+    policy_cmds,
+    serve_cmds,
+    verify_cmds,
+)
 from proctor.cli._app import EXIT_INTERNAL, app, err
 
 __all__ = ["app", "main"]
 # imported for their @app.command()s
-_COMMANDS = (decide_cmds, demo, keys, ledger_cmds, policy_cmds, verify_cmds)
+_COMMANDS = (decide_cmds, demo, keys, ledger_cmds, policy_cmds, serve_cmds, verify_cmds)
 
 
 def main() -> None:

@@ -33,9 +33,7 @@ from proctor.policy.archive import PolicyArchive
 from proctor.policy.live import LivePolicies
 from proctor.risk.baselines import Baselines
 from proctor.risk.engine import RiskEngine
-
-ARCHIVE_NAME = "policies.sqlite"
-BASELINES_NAME = "baselines.sqlite"
+from proctor.runtime import ARCHIVE_NAME, BASELINES_NAME
 
 
 @app.command("decide")

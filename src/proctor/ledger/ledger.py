@@ -227,6 +227,10 @@ class Ledger:
         """``append`` for asyncio code."""
         return await self._writer().append_async(self.stamp(event))
 
+    async def append_many_async(self, events: Sequence[Event]) -> int:
+        """``append_many`` for asyncio code."""
+        return await self._writer().append_many_async([self.stamp(e) for e in events])
+
     def append_raw(self, entries: Sequence[bytes]) -> int:
         """Append already-canonical entries (tests and benchmarks); first index."""
         return self._writer().append_many(entries)

@@ -56,6 +56,7 @@ class LivePolicies:
         self.engine = PolicyEngine(bundle, self.config)
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
+        self._swapped: list[Callable[[str], None]] = []
 
     @property
     def revision(self) -> str:
@@ -92,7 +93,17 @@ class LivePolicies:
                 raise
             self.engine = engine  # the atomic swap
         log.info("policies reloaded: %s -> %s", old[:16], bundle.revision[:16])
+        for listener in list(self._swapped):
+            try:
+                listener(bundle.revision)
+            except Exception:  # one listener's failure must not stop the others
+                log.exception("policy reload listener failed")
         return True
+
+    def on_swap(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(new_revision)`` after each reload is in force (from the reloading
+        thread): e.g. the session registry re-decides every live session."""
+        self._swapped.append(listener)
 
     def reload_if_changed(self) -> bool:
         """Reload when the directory's listing changed since the last look."""

@@ -8,6 +8,7 @@ were allowed and succeeded (see :mod:`proctor.risk.baselines`).
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Final, Literal
 from zoneinfo import ZoneInfo
@@ -32,6 +33,12 @@ __all__ = ["MODEL_VERSION", "RiskEngine", "session_values"]
 MODEL_VERSION: Final = "proctor-risk/1"
 _FEATURE_SIGNAL: Final = {"ip": "unfamiliar_network", "device": "unfamiliar_device"}
 _FEATURE_SIGNAL_UA: Final = "unfamiliar_client"
+_RANK: Final[dict[Sensitivity, int]] = {
+    "public": 0,
+    "internal": 1,
+    "confidential": 2,
+    "restricted": 3,
+}
 
 
 def session_values(ctx: RequestContext) -> dict[str, str]:
@@ -89,6 +96,17 @@ class RiskEngine:
         if labels == net.labels and geo is net.geo:
             return ctx
         return msgspec.structs.replace(ctx, network=NetworkInfo(ip=net.ip, labels=labels, geo=geo))
+
+    def most_sensitive(self, database: str | None, names: Sequence[str]) -> tuple[str, Sensitivity]:
+        """Of the objects ``names`` in ``database``, the most sensitive one and its label
+        (``("", "internal")`` for none): what a statement touching them is as sensitive as."""
+        best = ""
+        label: Sensitivity = "internal"
+        for name in names:
+            found = self._sensitivity(Resource(type="table", name=name, database=database))
+            if not best or _RANK[found] > _RANK[label]:
+                best, label = name, found
+        return best, label
 
     def _sensitivity(self, res: Resource) -> Sensitivity:
         """The first configured pattern matching ``database/name`` (or ``name``) wins."""

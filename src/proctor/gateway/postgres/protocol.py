@@ -23,7 +23,9 @@ from typing import Final
 from proctor.errors import InputError
 
 __all__ = [
+    "CANCEL_REQUEST_CODE",
     "MAX_MESSAGE",
+    "PROTOCOL_3_0",
     "BackendReader",
     "Bind",
     "CancelRequest",
@@ -302,16 +304,27 @@ class _Reader:
         self.max_message = max_message
         self._buf = bytearray()
 
+    @property
+    def buffered(self) -> int:
+        """Bytes held back waiting for the rest of a message."""
+        return len(self._buf)
+
     def _frames(self) -> list[tuple[bytes, bytes]]:
         out = []
-        while len(self._buf) >= 5:
-            kind, length = _HEADER.unpack_from(self._buf)
-            if length < 4 or length > self.max_message:
-                raise ProtocolError(f"message {kind!r} claims length {length}")
-            if len(self._buf) < 1 + length:
-                break
-            out.append((kind, bytes(self._buf[5 : 1 + length])))
-            del self._buf[: 1 + length]
+        buf, at, size = self._buf, 0, len(self._buf)
+        view = memoryview(buf)
+        try:
+            while size - at >= 5:
+                kind, length = _HEADER.unpack_from(buf, at)
+                if length < 4 or length > self.max_message:
+                    raise ProtocolError(f"message {kind!r} claims length {length}")
+                if size - at < 1 + length:
+                    break
+                out.append((kind, bytes(view[at + 5 : at + 1 + length])))
+                at += 1 + length
+        finally:
+            view.release()
+            del buf[:at]  # once per call, not per message
         return out
 
 
@@ -418,6 +431,12 @@ class BackendReader(_Reader):
         """Take bytes from the server; return every message they complete."""
         self._buf += data
         return [_backend(kind, body) for kind, body in self._frames()]
+
+    def frames(self, data: bytes) -> list[tuple[bytes, bytes]]:
+        """Take bytes from the server; return each complete message as (type, body), undecoded
+        (the proxy's hot path decodes only what it must)."""
+        self._buf += data
+        return self._frames()
 
 
 def _backend(kind: bytes, data: bytes) -> BackendMessage:

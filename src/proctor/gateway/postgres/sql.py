@@ -190,6 +190,13 @@ class Statement:
     writes_in_cte: bool
     copy_program: bool
     fingerprint: str
+    normalized: str
+    """The text with its constants replaced by ``$n`` (what decision events record: a literal
+    may be a password or personal data)."""
+
+    def action_info(self) -> ActionInfo:
+        """The ``action`` part of the request context for this statement alone."""
+        return Analysis((self,)).action_info()
 
 
 @dataclass(frozen=True)
@@ -338,7 +345,15 @@ def _statement(text: str, node: Any) -> Statement:
         writes_in_cte=seen.cte_writes,
         copy_program=tag == "CopyStmt" and bool(node.is_program),
         fingerprint=_fingerprint(text),
+        normalized=_normalized(text),
     )
+
+
+def _normalized(text: str) -> str:
+    try:
+        return str(pglast.parser.normalize(text))
+    except pglast.parser.ParseError:  # it parsed a moment ago; keep nothing rather than text
+        return ""
 
 
 def _fingerprint(text: str) -> str:

@@ -1,0 +1,161 @@
+"""``proctor serve``, ``proctor sessions …`` and ``proctor users hash``."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from proctor.cli._app import EXIT_USAGE, app, err, handled, out
+from proctor.cli.policy_cmds import JsonOpt
+from proctor.config import ConfigError, Loaded, load_config
+from proctor.errors import UsageError
+from proctor.gateway.postgres.scram import make_verifier
+from proctor.gateway.postgres.server import ADMIN_SOCKET_NAME, Gateway, admin_request
+from proctor.runtime import open_runtime
+
+__all__ = ["load_or_exit", "run_gateway"]
+
+sessions_app = typer.Typer(help="Live sessions of a running gateway.", no_args_is_help=True)
+app.add_typer(sessions_app, name="sessions")
+users_app = typer.Typer(help="Proctor-managed users.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+
+ConfigOpt = Annotated[
+    Path,
+    typer.Option("--config", "-c", help="proctor.toml", envvar="PROCTOR_CONFIG"),
+]
+
+
+def load_or_exit(path: Path) -> Loaded:
+    """Load the configuration or print every problem with its key and exit 2."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        err.print(
+            f"[bold red]error:[/] {path}: {len(exc.problems)} problem(s) in the configuration"
+        )
+        for problem in exc.problems:
+            err.print(f"  {problem.replace('[', chr(92) + '[')}")
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+async def run_gateway(loaded: Loaded, stop: asyncio.Event) -> None:
+    """Serve until ``stop`` is set."""
+    runtime = open_runtime(loaded)
+    try:
+        gateway = Gateway(runtime)
+        bound = await gateway.start()
+        for (host, port), entry in zip(bound, loaded.config.listeners, strict=True):
+            out.print(f"listening on {host}:{port} → upstream {entry.upstream}")
+        out.print(f"admin socket: {gateway.admin_path}")
+        await stop.wait()
+        out.print("shutting down: ending every session")
+        await gateway.close()
+    finally:
+        runtime.close()
+
+
+def _run(coro: Any) -> None:
+    try:
+        import uvloop  # noqa: PLC0415 (optional: the faster event loop when installed)
+
+        uvloop.run(coro)
+    except ImportError:
+        asyncio.run(coro)
+
+
+@app.command("serve")
+@handled
+def serve(config: ConfigOpt) -> None:
+    """Run the gateway described by proctor.toml until interrupted."""
+    loaded = load_or_exit(config)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_gateway(loaded, stop)
+
+    _run(main())
+
+
+def _admin(config: Path, request: dict[str, Any]) -> dict[str, Any]:
+    loaded = load_or_exit(config)
+    c = loaded.config
+    path = (
+        loaded.path(c.admin_socket)
+        if c.admin_socket
+        else loaded.path(c.ledger.directory) / ADMIN_SOCKET_NAME
+    )
+    try:
+        answer = asyncio.run(admin_request(path, request))
+    except OSError as exc:
+        raise UsageError(f"no gateway answers on {path}: {exc.strerror or exc}") from None
+    if "error" in answer:
+        raise UsageError(f"the gateway refused: {answer['error']}")
+    return answer
+
+
+@sessions_app.command("list")
+@handled
+def sessions_list(config: ConfigOpt, as_json: JsonOpt = False) -> None:
+    """Live sessions: user, client, target, start, statements, current risk."""
+    sessions = _admin(config, {"op": "list"})["sessions"]
+    if as_json:
+        print(json.dumps(sessions, indent=2))
+        return
+    table = Table("session", "user", "client", "target", "started", "statements", "denied", "risk")
+    for s in sessions:
+        table.add_row(
+            s["id"], s["user"], s["client"], s["target"], s["started"],
+            str(s["statements"]), str(s["denied"]), str(s["risk"]),
+        )  # fmt: skip
+    out.print(table if sessions else "no live sessions")
+
+
+@sessions_app.command("revoke")
+@handled
+def sessions_revoke(
+    config: ConfigOpt,
+    user: Annotated[
+        str | None, typer.Option("--user", help="Cut every session of this user.")
+    ] = None,
+    session: Annotated[str | None, typer.Option("--session", help="Cut this session.")] = None,
+    reason: Annotated[str, typer.Option("--reason", help="Recorded and shown to the client.")] = "",
+) -> None:
+    """Cut live sessions now: the client gets a FATAL error, the ledger a session.revoked."""
+    if (user is None) == (session is None):
+        raise UsageError("give --user or --session (one of them)")
+    request = {"op": "revoke", "user": user, "session": session, "reason": reason or None}
+    n = _admin(config, {k: v for k, v in request.items() if v is not None})["revoked"]
+    out.print(f"revoked {n} session(s)")
+
+
+@users_app.command("hash")
+@handled
+def users_hash(
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+) -> None:
+    """Print the SCRAM-SHA-256 verifier of a password, for users[].scram_verifier."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            raise UsageError("the passwords differ")
+    print(make_verifier(password))

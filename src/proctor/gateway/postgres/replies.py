@@ -1,0 +1,319 @@
+"""Following the upstream's replies: which request each answers, obligations, outcomes.
+
+Every message forwarded upstream that PostgreSQL answers leaves an :class:`Expect` in a FIFO
+(PostgreSQL answers in order). Each reply is matched to the head of the FIFO:
+
+=============  ===========================================================================
+expect         replies (PostgreSQL docs, "Message Flow")
+=============  ===========================================================================
+``Q``          simple query: per statement RowDescription, DataRow…, CommandComplete (or
+               EmptyQueryResponse, COPY traffic), then ReadyForQuery ends the cycle
+``1``/``2``    Parse → ParseComplete; Bind → BindComplete
+``describe``   Describe → [ParameterDescription] then RowDescription or NoData
+``E``          Execute → DataRow…, then CommandComplete, EmptyQueryResponse or PortalSuspended
+``3``          Close → CloseComplete
+``Z``          Sync → ReadyForQuery
+=============  ===========================================================================
+
+After an ErrorResponse in the extended protocol PostgreSQL skips every message up to Sync, so
+those expectations are dropped (their statements never ran: outcome ``cancelled``).
+NoticeResponse, ParameterStatus and NotificationResponse may come at any time and pass.
+A reply that fits no expectation means Proctor and the server disagree about the
+conversation: ProtocolError, and the session ends (fail closed).
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+from proctor.decision import Decided
+from proctor.gateway.postgres.obligations import Obligations, column_names, mask_row
+from proctor.gateway.postgres.protocol import ProtocolError, notice_response
+from proctor.gateway.postgres.sql import Statement
+
+if TYPE_CHECKING:
+    from proctor.gateway.postgres.session import Session
+
+__all__ = ["Expect", "Portal", "Prepared", "Replies", "Run"]
+
+_ASYNC: Final = frozenset({b"N", b"S", b"A"})
+_COPY: Final = frozenset({b"G", b"H", b"W", b"d", b"c"})
+_INT32 = struct.Struct("!i")
+_CUT_TAGS: Final = ("SELECT ", "FETCH ")
+
+
+@dataclass
+class Prepared:
+    """A prepared statement as PostgreSQL confirmed it."""
+
+    sql: str
+    statements: tuple[Statement, ...]
+    columns: tuple[str, ...] | None = None
+
+
+@dataclass
+class Portal:
+    """A bound portal: its statement and the rows already sent from it."""
+
+    prepared: Prepared
+    columns: tuple[str, ...] | None = None
+    rows: int = 0
+
+
+@dataclass(eq=False)
+class Run:
+    """One allowed statement on its way through the upstream."""
+
+    decided: Decided
+    obligations: Obligations
+    started_ns: int = field(default_factory=time.monotonic_ns)
+    sent: int = 0
+    cut: bool = False
+    masked: frozenset[int] | None = None
+    """Result positions to mask, once the row shape is known."""
+
+
+@dataclass(eq=False)
+class Expect:
+    """A forwarded message the upstream will answer, and what to do with the answer."""
+
+    kind: str
+    runs: list[Run] = field(default_factory=list)
+    error: bytes | None = None
+    """A refusal: the ErrorResponse that replaces the sentinel's."""
+    portal: Portal | None = None
+    portal_name: str = ""
+    statement: str = ""
+    prepared: tuple[str, Prepared] | None = None
+    target: tuple[bytes, str] | None = None
+    swallow: bool = False
+    """An answer Proctor asked for itself (Describe for masking): not the client's."""
+    index: int = 0
+    batch: int = 0
+
+
+class Replies:
+    """The FIFO of expectations of one session, and the handling of each reply."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.queue: deque[Expect] = deque()
+        self.status = b"I"
+        """The last ReadyForQuery status: idle, in a transaction, or in a failed one."""
+
+    def expect(self, item: Expect) -> None:
+        """Note a message just forwarded."""
+        self.queue.append(item)
+
+    def owed_before(self, batch: int) -> bool:
+        """True while answers to batches before ``batch`` are still to come."""
+        return bool(self.queue) and self.queue[0].batch < batch
+
+    def _settle(self, e: Expect, ok: bool, *, ran: bool = True) -> None:
+        """A definition (Parse, Bind, Close) succeeded (``ok``), failed, or was skipped after
+        an earlier error (``ran=False``)."""
+        s = self.session
+        if e.kind == "1" and e.prepared is not None:
+            name, prepared = e.prepared
+            if s.pending_prepared.get(name, (None, None))[1] is prepared:
+                del s.pending_prepared[name]
+            if ok:
+                s.prepared[name] = prepared
+            elif name == "" and ran:
+                s.prepared.pop("", None)  # PostgreSQL dropped the old unnamed statement first
+        elif e.kind == "2":
+            name = e.portal_name
+            if s.pending_portals.get(name) == (e.batch, e.portal):
+                del s.pending_portals[name]
+            if ok and e.portal is not None:
+                s.portals[name] = e.portal
+            elif (ok or name == "") and ran:
+                s.portals.pop(name, None)  # unbound, or the old unnamed portal dropped
+        elif e.kind == "3" and e.target is not None:
+            which, name = e.target
+            pending = s.pending_prepared if which == b"S" else s.pending_portals
+            if pending.get(name) == (e.batch, None):
+                del pending[name]
+            if ok:
+                (s.prepared if which == b"S" else s.portals).pop(name, None)
+
+    def _ready(self, status: bytes) -> None:
+        self.status = status
+        if status == b"I":  # the transaction ended, and every portal with it
+            self.session.portals.clear()
+
+    def handle(self, kind: bytes, body: bytes) -> bytes:
+        """The bytes the client gets for one upstream message."""
+        raw = kind + _INT32.pack(len(body) + 4) + body
+        if kind in _ASYNC:
+            return raw
+        if not self.queue:
+            if kind == b"E":  # e.g. FATAL when the server shuts down
+                return raw
+            raise ProtocolError(f"upstream sent {kind!r} when nothing was asked")
+        head = self.queue[0]
+        if kind == b"E":
+            return self._error(head, body, raw)
+        if head.kind == "Q":
+            return self._query(head, kind, body, raw)
+        if head.kind == "E":
+            return self._execute(head, kind, body, raw)
+        return self._simple_reply(head, kind, body, raw)
+
+    # -- simple query --------------------------------------------------------------------------
+
+    def _query(self, head: Expect, kind: bytes, body: bytes, raw: bytes) -> bytes:
+        run = head.runs[head.index] if head.index < len(head.runs) else None
+        if kind == b"D":
+            return self._row(run, None, body, raw)
+        if kind == b"T":
+            if run is not None and run.obligations.mask:
+                run.masked = _masked(body, run.obligations)
+            return raw
+        if kind == b"C":
+            head.index += 1
+            return self._complete(run, None, body, raw)
+        if kind in _COPY or kind == b"I":
+            return raw
+        if kind == b"Z":
+            self.queue.popleft()
+            self._ready(body[:1])
+            for rest in head.runs[head.index :]:
+                self.session.outcome(rest, "cancelled", rows=None, state=None)
+            return raw
+        raise ProtocolError(f"upstream sent {kind!r} inside a simple query")
+
+    # -- extended query ------------------------------------------------------------------------
+
+    def _execute(self, head: Expect, kind: bytes, body: bytes, raw: bytes) -> bytes:
+        run = head.runs[0] if head.runs else None
+        if kind == b"D":
+            return self._row(run, head.portal, body, raw)
+        if kind in (b"C", b"I", b"s"):
+            self.queue.popleft()
+            if kind == b"s":  # PortalSuspended: the rest comes with the next Execute
+                if run is not None:
+                    self._finish(run, head.portal, run.sent)
+                return raw
+            return self._complete(run, head.portal, body, raw) if kind == b"C" else raw
+        if kind in _COPY:
+            return raw
+        raise ProtocolError(f"upstream sent {kind!r} in answer to Execute")
+
+    def _simple_reply(self, head: Expect, kind: bytes, body: bytes, raw: bytes) -> bytes:
+        s = self.session
+        want = {"1": b"1", "2": b"2", "3": b"3", "Z": b"Z"}.get(head.kind)
+        if head.kind == "describe":
+            if kind == b"t":  # ParameterDescription, then the row shape
+                return b"" if head.swallow else raw
+            if kind not in (b"T", b"n"):
+                raise ProtocolError(f"upstream sent {kind!r} in answer to Describe")
+            self.queue.popleft()
+            columns = column_names(body) if kind == b"T" else ()
+            assert head.target is not None
+            which, name = head.target
+            if which == b"S" and name in s.prepared:
+                s.prepared[name].columns = columns
+            elif which == b"P" and name in s.portals:
+                s.portals[name].columns = columns
+            return b"" if head.swallow else raw
+        if kind != want or head.error is not None:
+            raise ProtocolError(f"upstream sent {kind!r}, expected {want!r}")
+        self._settle(head, True)
+        self.queue.popleft()
+        if kind == b"Z":
+            self._ready(body[:1])
+        return raw
+
+    # -- errors ----------------------------------------------------------------------------------
+
+    def _error(self, head: Expect, body: bytes, raw: bytes) -> bytes:
+        s = self.session
+        out = head.error if head.error is not None else raw
+        state = _sqlstate(body)
+        if head.kind == "Q":
+            if head.error is not None:
+                head.error = b""  # replaced once; a second error would be the server's own
+                return out
+            if head.index < len(head.runs):
+                s.outcome(head.runs[head.index], "error", rows=None, state=state)
+                head.index += 1
+            return out
+        if head.kind == "Z":  # an error while syncing: the server is in trouble; pass it on
+            return raw
+        if head.kind == "E":
+            for run in head.runs:
+                s.outcome(run, "error", rows=None, state=state)
+        self._settle(head, False)
+        self.queue.popleft()
+        while self.queue and self.queue[0].kind != "Z":  # skipped until Sync
+            skipped = self.queue[0]
+            self._settle(skipped, False, ran=False)
+            self.queue.popleft()
+            for run in skipped.runs:
+                s.outcome(run, "cancelled", rows=None, state=None)
+        return out
+
+    # -- rows ----------------------------------------------------------------------------------
+
+    def _row(self, run: Run | None, portal: Portal | None, body: bytes, raw: bytes) -> bytes:
+        if run is None:
+            return raw
+        ob = run.obligations
+        if ob.max_rows is not None:
+            before = portal.rows if portal is not None else 0
+            if before + run.sent >= ob.max_rows:
+                if run.cut:
+                    return b""
+                run.cut = True
+                return notice_response(
+                    f"Proctor cut this result at {ob.max_rows} rows (max_rows obligation)"
+                )
+        run.sent += 1
+        if ob.mask and run.masked is None:
+            if portal is None or portal.columns is None:  # cannot tell which to mask: stop
+                raise ProtocolError("rows to mask arrived before their description")
+            run.masked = frozenset(i for i, n in enumerate(portal.columns) if n in ob.mask)
+        if run.masked:
+            body = mask_row(body, run.masked)
+            return b"D" + _INT32.pack(len(body) + 4) + body
+        return raw
+
+    def _complete(self, run: Run | None, portal: Portal | None, body: bytes, raw: bytes) -> bytes:
+        if run is None:
+            return raw
+        tag = body[:-1].decode(errors="replace")
+        last = tag.rsplit(" ", 1)[-1]
+        rows = int(last) if " " in tag and last.isdigit() else None
+        if run.cut and tag.startswith(_CUT_TAGS):
+            tag = f"{tag.rsplit(' ', 1)[0]} {run.sent}"
+            body = tag.encode() + b"\x00"
+            raw = b"C" + _INT32.pack(len(body) + 4) + body
+            rows = run.sent
+        self._finish(run, portal, rows)
+        return raw
+
+    def _finish(self, run: Run, portal: Portal | None, rows: int | None) -> None:
+        if portal is not None:
+            portal.rows += run.sent
+        self.session.outcome(run, "ok", rows=rows, state=None)
+
+
+def _masked(row_description: bytes, ob: Obligations) -> frozenset[int]:
+    names = column_names(row_description)
+    return frozenset(i for i, n in enumerate(names) if n in ob.mask)
+
+
+def _sqlstate(body: bytes) -> str | None:
+    at = 0
+    while at < len(body) and body[at] != 0:
+        end = body.index(b"\x00", at + 1)
+        if body[at : at + 1] == b"C":
+            code = body[at + 1 : end].decode(errors="replace")
+            return code if len(code) == 5 and code.isalnum() else None
+        at = end + 1
+    return None

@@ -1,0 +1,189 @@
+"""A real gateway in front of the machine's PostgreSQL, on a real socket, for each test.
+
+The gateway runs on its own event loop in a thread, so tests can use blocking clients
+(psycopg, psql) as well as asyncio ones (asyncpg). PostgreSQL must be up on 127.0.0.1:5432
+(``.ci/run`` starts it); a test never skips because it is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from proctor.config import load_config
+from proctor.gateway.postgres.scram import make_verifier
+from proctor.gateway.postgres.server import Gateway
+from proctor.runtime import Runtime, open_runtime
+
+ROOT = Path(__file__).resolve().parents[3]
+PG = "host=127.0.0.1 port=5432 user=postgres dbname=test"
+PASSWORDS = {"alice": "analyst-pw", "bob": "dba-pw", "carol": "contractor-pw", "erin": "eng-pw"}
+USERS = """
+[[users]]
+name = "alice"
+roles = ["analyst"]
+scram_verifier = "{alice}"
+
+[[users]]
+name = "bob"
+roles = ["dba"]
+scram_verifier = "{bob}"
+
+[[users]]
+name = "carol"
+groups = ["contractors"]
+scram_verifier = "{carol}"
+
+[[users]]
+name = "erin"
+roles = ["engineer"]
+scram_verifier = "{erin}"
+"""
+CONFIG = """
+gateway = "proctor-test"
+
+[[listeners]]
+address = "127.0.0.1:0"
+upstream = "pg"
+
+[[upstreams]]
+name = "pg"
+host = "127.0.0.1"
+port = 5432
+database = "test"
+user = "postgres"
+
+[policies]
+directory = "policies"
+watch_interval_s = 0.05
+
+[ledger]
+directory = "ledger"
+
+[risk]
+labels = {{ corp = ["127.0.0.0/8"] }}
+sensitivity = [["test/hr.*", "restricted"]]
+
+[limits]
+connect_timeout_s = 2.0
+max_message_bytes = 1048576
+"""
+
+
+@dataclass
+class Running:
+    """A gateway serving on ``port``, with its runtime and loop."""
+
+    port: int
+    runtime: Runtime
+    gateway: Gateway
+    loop: asyncio.AbstractEventLoop
+    directory: Path
+
+    def dsn(self, user: str, password: str | None = None, **extra: str) -> str:
+        """A libpq connection string through the gateway."""
+        pw = PASSWORDS[user] if password is None else password
+        parts = {"host": "127.0.0.1", "port": str(self.port), "user": user, "password": pw}
+        parts |= {"dbname": "test", "sslmode": "disable", **extra}
+        return " ".join(f"{k}={v}" for k, v in parts.items())
+
+    def connect(self, user: str, **kw: Any) -> psycopg.Connection[Any]:
+        """A psycopg connection through the gateway (autocommit)."""
+        return psycopg.connect(self.dsn(user), autocommit=True, **kw)
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(*args)`` on the gateway's loop and wait for it."""
+
+        async def run() -> Any:
+            return fn(*args)
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout=10)
+
+    def live(self) -> int:
+        """Connections still open at the gateway."""
+        return sum(len(lst.connections) for lst in self.gateway.listeners)
+
+    def settle(self, timeout: float = 5.0) -> None:
+        """Wait until every connection ended and its events were recorded."""
+        deadline = time.monotonic() + timeout
+        while self.live() and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """Every event recorded so far (optionally of one kind), oldest first; waits for
+        closed connections to finish recording first."""
+        self.settle()
+        lg = self.runtime.ledger
+        docs = [json.loads(data) for _, data in lg.entries()]
+        return [d for d in docs if kind is None or d["kind"] == kind]
+
+
+def pg_direct() -> psycopg.Connection[Any]:
+    """A connection straight to PostgreSQL (set-up and checks behind the gateway's back)."""
+    try:
+        return psycopg.connect(PG, autocommit=True)
+    except psycopg.OperationalError as exc:  # not a skip: CI starts PostgreSQL
+        raise AssertionError(f"PostgreSQL is not running on 127.0.0.1:5432: {exc}") from exc
+
+
+def write_config(directory: Path, policies: Path | None = None, extra: str = "") -> Path:
+    """A proctor.toml for the local PostgreSQL, with the example policies and test users."""
+    shutil.copytree(policies or ROOT / "examples" / "policies", directory / "policies")
+    verifiers = {u: make_verifier(p) for u, p in PASSWORDS.items()}
+    path = directory / "proctor.toml"
+    path.write_text(CONFIG.format() + USERS.format(**verifiers) + extra)
+    return path
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[Running]:
+    """A gateway in front of database ``test``."""
+    yield from run_gateway(write_config(tmp_path))
+
+
+def run_gateway(config: Path) -> Iterator[Running]:
+    """Start a gateway for ``config`` on a thread of its own; stop it afterwards."""
+    pg_direct().close()
+    runtime = open_runtime(load_config(config))
+    loop = asyncio.new_event_loop()
+    started: dict[str, Any] = {}
+    ready = threading.Event()
+
+    def main() -> None:
+        asyncio.set_event_loop(loop)
+        gw = Gateway(runtime)
+        started["gateway"] = gw
+        try:
+            started["bound"] = loop.run_until_complete(gw.start())
+        except BaseException as exc:
+            started["error"] = exc
+        ready.set()
+        if "error" not in started:
+            loop.run_forever()
+
+    thread = threading.Thread(target=main, daemon=True)
+    thread.start()
+    ready.wait(10)
+    if "error" in started:
+        runtime.close()
+        raise started["error"]
+    gw = started["gateway"]
+    running = Running(started["bound"][0][1], runtime, gw, loop, config.parent)
+    try:
+        yield running
+    finally:
+        asyncio.run_coroutine_threadsafe(gw.close(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+        runtime.close()
