@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -87,7 +88,9 @@ def test_objects_functions_and_hidden_writes() -> None:
     s = a.statements[0]
     assert s.operation == "SELECT"  # the statement is a SELECT …
     assert s.writes_in_cte and not s.has_where  # … that deletes every order in a CTE
-    assert s.action == "write"  # so it is a write (a read-only grant must refuse it)
+    assert s.action == "admin"  # it reads a server file: admin, the most guarded class
+    hidden = analyze("WITH gone AS (DELETE FROM t RETURNING *) SELECT * FROM gone").statements
+    assert hidden[0].action == "write"  # a hidden write alone: write (read-only refuses it)
     # "gone" is the CTE; it stays in (an extra name only makes policies stricter)
     assert set(s.objects) == {"public.orders", "sales.customers", "gone"}
     assert set(s.functions) == {"pg_read_file", "lower"}
@@ -189,3 +192,19 @@ def test_the_analysis_feeds_risk_and_policy() -> None:
     assert effect == "deny" and signals == {"unbounded_write"}  # no-unbounded-writes
     effect, signals = decide("COPY orders TO PROGRAM 'nc evil 9'")
     assert effect == "deny" and "copy_program" in signals
+
+
+def test_settings_and_names_the_gateway_watches() -> None:
+    def first(sql: str) -> Any:
+        return analyze(sql).statements[0]
+
+    assert first("SET NAMES 'SJIS'").settings == ("client_encoding",)
+    assert first("SET LOCAL search_path = hr").settings == ("search_path",)
+    assert first("RESET ALL").settings == ("all",)
+    assert first("SELECT set_config('search_path', 'hr', false)").settings == ("search_path",)
+    assert first("SELECT set_config($1, 'x', false)").settings == ("*",)
+    assert first("DEALLOCATE ALL").redefines and first("DECLARE c CURSOR FOR SELECT 1").redefines
+    assert not first("SELECT 1").redefines
+    assert first("SELECT query_to_xml('select * from hr.salaries', true, false, '')").action == (
+        "admin"
+    )

@@ -224,6 +224,10 @@ class Connection:
             )
         for task in self._pumps:
             task.cancel()
+        if self.session is not None and self.session.replies.queue:
+            # A statement is running: closing the socket alone would not stop it (the server
+            # notices only when it next writes), so cancel it too.
+            self._background_task(self.cancel_upstream())
         if self.up_writer is not None:
             self.up_writer.transport.abort()  # the server rolls back what was open
         self.writer.transport.close()
@@ -418,7 +422,10 @@ class Connection:
         if session is None or not session.outbox:
             return
         events, session.outbox = session.outbox, []
-        task = asyncio.get_running_loop().create_task(self._record(events))
+        self._background_task(self._record(events))
+
+    def _background_task(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 

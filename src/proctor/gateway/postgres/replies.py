@@ -94,6 +94,10 @@ class Expect:
     """An answer Proctor asked for itself (Describe for masking): not the client's."""
     index: int = 0
     batch: int = 0
+    answered: bool = False
+    """A simple query got at least one answer before its ReadyForQuery."""
+    during_copy: bool = False
+    """A Sync sent while a COPY FROM STDIN was open: ignored if the COPY started."""
 
 
 class Replies:
@@ -104,6 +108,8 @@ class Replies:
         self.queue: deque[Expect] = deque()
         self.status = b"I"
         """The last ReadyForQuery status: idle, in a transaction, or in a failed one."""
+        self.skipping = False
+        """PostgreSQL is discarding messages until the client's next Sync."""
 
     def expect(self, item: Expect) -> None:
         """Note a message just forwarded."""
@@ -149,6 +155,8 @@ class Replies:
     def handle(self, kind: bytes, body: bytes) -> bytes:
         """The bytes the client gets for one upstream message."""
         raw = kind + _INT32.pack(len(body) + 4) + body
+        if kind == b"S":
+            _check_parameter(body)
         if kind in _ASYNC:
             return raw
         if not self.queue:
@@ -176,10 +184,16 @@ class Replies:
             return raw
         if kind == b"C":
             head.index += 1
+            head.answered = True
             return self._complete(run, None, body, raw)
         if kind in _COPY or kind == b"I":
+            head.answered = True
+            if kind == b"G":
+                self._copy_started()
             return raw
         if kind == b"Z":
+            if not head.answered:
+                raise ProtocolError("upstream ended a query it never answered")
             self.queue.popleft()
             self._ready(body[:1])
             for rest in head.runs[head.index :]:
@@ -201,8 +215,15 @@ class Replies:
                 return raw
             return self._complete(run, head.portal, body, raw) if kind == b"C" else raw
         if kind in _COPY:
+            if kind == b"G":
+                self._copy_started()
             return raw
         raise ProtocolError(f"upstream sent {kind!r} in answer to Execute")
+
+    def _copy_started(self) -> None:
+        """CopyInResponse: PostgreSQL ignores the Syncs sent while the COPY data was open."""
+        if any(e.during_copy for e in self.queue):
+            self.queue = deque(e for e in self.queue if not e.during_copy)
 
     def _simple_reply(self, head: Expect, kind: bytes, body: bytes, raw: bytes) -> bytes:
         s = self.session
@@ -236,9 +257,11 @@ class Replies:
         out = head.error if head.error is not None else raw
         state = _sqlstate(body)
         if head.kind == "Q":
-            if head.error is not None:
-                head.error = b""  # replaced once; a second error would be the server's own
+            if head.error is not None and not head.answered:
+                head.answered = True  # the sentinel's error, replaced; any later one is real
                 return out
+            head.answered = True
+            out = raw
             if head.index < len(head.runs):
                 s.outcome(head.runs[head.index], "error", rows=None, state=state)
                 head.index += 1
@@ -256,6 +279,8 @@ class Replies:
             self.queue.popleft()
             for run in skipped.runs:
                 s.outcome(run, "cancelled", rows=None, state=None)
+        if not self.queue:  # the Sync that ends the skipping is still to come from the client
+            self.skipping = True
         return out
 
     # -- rows ----------------------------------------------------------------------------------
@@ -306,6 +331,22 @@ class Replies:
 def _masked(row_description: bytes, ob: Obligations) -> frozenset[int]:
     names = column_names(row_description)
     return frozenset(i for i, n in enumerate(names) if n in ob.mask)
+
+
+_PINNED: Final = {
+    "client_encoding": frozenset({"UTF8", "UNICODE"}),
+    "standard_conforming_strings": frozenset({"on"}),
+}
+
+
+def _check_parameter(body: bytes) -> None:
+    """ParameterStatus: a pinned setting that changed anyway (e.g. in a function) ends the
+    session, because SQL would no longer be read the way Proctor reads it."""
+    name, _, rest = body.partition(b"\x00")
+    value = rest.split(b"\x00", 1)[0].decode(errors="replace")
+    allowed = _PINNED.get(name.decode(errors="replace"))
+    if allowed is not None and value.upper() not in {a.upper() for a in allowed}:
+        raise ProtocolError(f"the server's {name.decode()} changed to {value!r}")
 
 
 def _sqlstate(body: bytes) -> str | None:

@@ -41,6 +41,7 @@ __all__ = [
 MECHANISM: Final = "SCRAM-SHA-256"
 DEFAULT_ITERATIONS: Final = 4096  # PostgreSQL's scram_iterations default
 _NONCE_BYTES: Final = 18
+_MOCK_SECRET: Final = secrets.token_bytes(32)
 
 
 class AuthError(InputError):
@@ -151,10 +152,13 @@ class ScramServer:
     fails at the end, as PostgreSQL does, so an observer cannot tell unknown users apart.
     """
 
-    def __init__(self, verifier: Verifier | None) -> None:
+    def __init__(self, verifier: Verifier | None, user: str = "") -> None:
         self._known = verifier is not None
+        # An unknown user gets the same made-up salt every time (keyed by a per-process
+        # secret, as PostgreSQL keys its mock salt), so repeated tries cannot tell it apart.
+        mock_salt = hmac.digest(_MOCK_SECRET, user.encode(), "sha256")[:16]
         self._v = verifier or Verifier(
-            DEFAULT_ITERATIONS, secrets.token_bytes(16), secrets.token_bytes(32), b"\x00" * 32
+            DEFAULT_ITERATIONS, mock_salt, secrets.token_bytes(32), b"\x00" * 32
         )
         self._nonce = ""
         self._first_bare = ""
@@ -173,9 +177,13 @@ class ScramServer:
             raise AuthError("channel binding is not offered: use SCRAM-SHA-256")
         if authzid:
             raise AuthError("SCRAM authorization identities are not supported")
+        if bare.startswith("m="):
+            raise AuthError("SCRAM extensions (m=) are not supported")  # RFC 5802 §5.1
         attrs = _attributes(bare, "SCRAM client-first-message")
         nonce = attrs.get("r", "")
-        if not nonce or not nonce.isprintable() or "," in nonce:
+        if "n" not in attrs:
+            raise AuthError("SCRAM client-first-message has no user name attribute")
+        if not nonce or not all(0x21 <= ord(c) <= 0x7E and c != "," for c in nonce):
             raise AuthError("SCRAM client-first-message has no valid nonce")
         self._gs2 = f"{cb},,"
         self._first_bare = bare
@@ -219,6 +227,8 @@ class ScramClient:
         self._nonce = base64.b64encode(secrets.token_bytes(_NONCE_BYTES)).decode()
         self._first_bare = f"n=,r={self._nonce}"
         self._server_signature = b""
+        self.verified = False
+        """True once the server proved it holds the verifier (server-final checked)."""
 
     def first(self) -> bytes:
         """The client-first-message."""
@@ -231,7 +241,7 @@ class ScramClient:
         nonce, salt, iters = attrs.get("r", ""), attrs.get("s", ""), attrs.get("i", "")
         if not nonce.startswith(self._nonce) or len(nonce) == len(self._nonce):
             raise AuthError("upstream SCRAM nonce does not extend ours")
-        if not iters.isdigit() or int(iters) < 1:
+        if not iters.isdigit() or not 1 <= int(iters) <= 1_000_000:  # bounded work
             raise AuthError("upstream SCRAM iteration count is invalid")
         client_key, stored, server_key = _keys(
             self._password, _unb64(salt, "upstream SCRAM salt"), int(iters)
@@ -250,6 +260,7 @@ class ScramClient:
         got = _unb64(attrs.get("v", ""), "upstream SCRAM signature")
         if not self._server_signature or not hmac.compare_digest(got, self._server_signature):
             raise AuthError("upstream server's SCRAM signature is wrong")
+        self.verified = True
 
 
 def md5_response(user: str, password: str, salt: bytes) -> bytes:

@@ -82,6 +82,12 @@ log = logging.getLogger(__name__)
 SENTINEL_SQL: Final = "PROCTOR REFUSED"
 """Sent upstream in place of a refused statement: a syntax error, so it runs nothing."""
 _FORWARDED: Final = frozenset({b"d", b"c", b"f", b"H"})  # CopyData/Done/Fail, Flush
+_COPY_END: Final = frozenset({b"c", b"f"})
+PINNED_SETTINGS: Final = frozenset(
+    {"client_encoding", "standard_conforming_strings", "search_path", "*"}
+)
+"""Settings a session may not change: how SQL text is read and what unqualified names mean
+(``*``: a set_config whose name is not a constant)."""
 _MAX_STATEMENT: Final = 65536  # Action.statement's bound in the event schema
 
 
@@ -139,6 +145,8 @@ class Session:
         self.pending_portals: dict[str, tuple[int, Portal | None]] = {}
         self.batch = 0
         """Batches forwarded so far (a Sync or a simple Query ends one)."""
+        self.copy_open = False
+        """A COPY FROM STDIN was forwarded and the client has not ended its data yet."""
         self.closing = False
         self.connect: Decided | None = None
         """The connect decision in force (re-made by :meth:`recheck`)."""
@@ -251,6 +259,10 @@ class Session:
 
     def on_client(self, msg: FrontendMessage) -> Generator[Command, Any, None]:
         """Handle one client message: decide, record, then forward or refuse."""
+        if self.replies.skipping and not isinstance(msg, Sync | Terminate):
+            # After an error PostgreSQL discards everything up to Sync: nothing is decided,
+            # forwarded or answered (forwarding it would leave a reply expected forever).
+            return
         if isinstance(msg, Query):
             yield from self._query(msg.sql)
         elif isinstance(msg, Parse):
@@ -272,12 +284,17 @@ class Session:
             self._expect(Expect("3", target=(msg.kind, msg.name)))
             yield SendUpstream(Raw(b"C", msg.kind + _cstr(msg.name)).encode())
         elif isinstance(msg, Sync):
-            self._expect(Expect("Z"))
+            self.replies.skipping = False
+            # During COPY FROM STDIN PostgreSQL ignores Sync; whether it is in that mode is
+            # known only from its answer (CopyInResponse), so such a Sync is marked.
+            self._expect(Expect("Z", during_copy=self.copy_open))
             self.batch += 1
             yield SendUpstream(b"S\x00\x00\x00\x04")
         elif isinstance(msg, Terminate):
             self.closing = True
         elif isinstance(msg, Raw) and msg.type in _FORWARDED:
+            if msg.type in _COPY_END:
+                self.copy_open = False
             yield SendUpstream(msg.encode())
         elif isinstance(msg, Raw) and msg.type == b"F":
             # FunctionCall runs a function by OID, outside SQL: nothing to analyse, refused.
@@ -302,6 +319,9 @@ class Session:
         if refusal is not None:
             yield from self._refuse_simple(*refusal)
             return
+        if any(s.redefines for s in analysis.statements):
+            self._forget_names()
+        self.copy_open |= any(s.operation == "COPY FROM" for s in analysis.statements)
         runs = [Run(d, _obligations(d)) for d in decided]
         self._expect(Expect("Q", runs=runs))
         self.batch += 1
@@ -337,6 +357,15 @@ class Session:
             yield WaitReplies(self.batch)
             waited = True
 
+    def _forget_names(self) -> None:
+        """SQL PREPARE, DEALLOCATE, DECLARE, CLOSE or DISCARD shares the extended protocol's
+        names: after one, no name is believed until it is defined again."""
+        self.prepared.clear()
+        self.portals.clear()
+        for pending in (self.pending_prepared, self.pending_portals):
+            for name in pending:
+                pending[name] = (pending[name][0], None)
+
     def _expect(self, item: Expect) -> None:
         item.batch = self.batch
         self.replies.expect(item)
@@ -361,6 +390,9 @@ class Session:
         if refusal is not None:
             yield from self._refuse_extended(*refusal)
             return
+        if stmts[0].redefines:
+            self._forget_names()
+        self.copy_open |= stmts[0].operation == "COPY FROM"
         run = Run(decided[0], _obligations(decided[0]))
         if run.obligations.mask and portal.columns is None:
             # Masking needs the column names: ask for them, and keep the answer to ourselves.
@@ -440,6 +472,14 @@ def _refusal(decided: Decided, statement: Statement) -> tuple[str, str, str] | N
         return sqlstate.STEP_UP, f"Proctor needs a step-up for this statement: {reason}", detail
     if d.effect != "allow":
         return sqlstate.INSUFFICIENT_PRIVILEGE, f"Proctor denied this statement: {reason}", detail
+    pinned = sorted(PINNED_SETTINGS.intersection(statement.settings))
+    if pinned:
+        return (
+            sqlstate.INSUFFICIENT_PRIVILEGE,
+            f"Proctor pins {', '.join(pinned)}: it reads SQL as the server does only if "
+            "neither changes how text is read or what names mean",
+            detail,
+        )
     ob = _obligations(decided)
     if ob.forbids(statement.action):
         return sqlstate.READ_ONLY, "Proctor allows this session to read only", detail

@@ -160,13 +160,46 @@ PRIVILEGED_FUNCTIONS: Final = frozenset(
         "lo_unlink",
         "dblink_exec",
         "pg_file_write",
+        # They read files or run SQL (or read a table) named in a string, out of the
+        # analysis's sight: what they touch is unknown, so they count as admin.
+        "pg_read_file",
+        "pg_read_binary_file",
+        "pg_ls_dir",
+        "pg_stat_file",
+        "lo_get",
+        "lo_put",
+        "dblink",
+        "dblink_open",
+        "dblink_fetch",
+        "dblink_send_query",
+        "query_to_xml",
+        "query_to_xmlschema",
+        "query_to_xml_and_xmlschema",
+        "table_to_xml",
+        "table_to_xmlschema",
+        "table_to_xml_and_xmlschema",
+        "cursor_to_xml",
+        "cursor_to_xmlschema",
+        "schema_to_xml",
+        "schema_to_xmlschema",
+        "schema_to_xml_and_xmlschema",
+        "database_to_xml",
+        "database_to_xmlschema",
+        "database_to_xml_and_xmlschema",
     }
 )
-"""Calls that change the server, the session's identity or files: the statement is ``admin``."""
+"""Calls that change the server or the session's identity, touch files, or reach tables
+named in text: the statement is ``admin``."""
+_REDEFINES: Final = frozenset(
+    {"PrepareStmt", "DeallocateStmt", "DiscardStmt", "ClosePortalStmt", "DeclareCursorStmt"}
+)
+"""SQL that creates or drops prepared statements or portals (cursors) by name."""
 PRIVILEGED_SETTINGS: Final = frozenset(
     {"role", "session_authorization", "session_replication_role"}
 )
 """SET (or RESET) of these changes who the session acts as: ``admin``."""
+MAX_CACHED_TEXT: Final = 64 * 1024
+"""Longer SQL texts are analysed every time rather than kept in the cache."""
 MAX_NAMES: Final = 256
 MAX_STATEMENTS: Final = 10_000
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
@@ -191,6 +224,10 @@ class Statement:
     copy_program: bool
     fingerprint: str
     normalized: str
+    settings: tuple[str, ...] = ()
+    """Settings it changes (SET, RESET, set_config); ``*`` when a name is not a constant."""
+    redefines: bool = False
+    """It creates or drops prepared statements or cursors, names the extended protocol uses."""
     """The text with its constants replaced by ``$n`` (what decision events record: a literal
     may be a password or personal data)."""
 
@@ -262,6 +299,7 @@ class _Collector(Visitor):
         self.cte_writes = False
         self.dml = False  # an INSERT, UPDATE, DELETE or MERGE anywhere in the tree
         self.privileged = False  # a function or setting that changes identity or the server
+        self.settings: list[str] = []
 
     def visit_CommonTableExpr(self, _ancestors: Any, node: ast.CommonTableExpr) -> None:
         if type(node.ctequery).__name__ in _DML:
@@ -277,6 +315,10 @@ class _Collector(Visitor):
             name = names[-1].lower()
             self.functions.append(name)
             self.privileged |= name in PRIVILEGED_FUNCTIONS
+            if name == "set_config":
+                first = (node.args or (None,))[0]
+                value = getattr(getattr(first, "val", None), "sval", None)
+                self.settings.append(value.lower() if isinstance(value, str) else "*")
 
     def visit_InsertStmt(self, _ancestors: Any, _node: ast.InsertStmt) -> None:
         self.dml = True
@@ -301,7 +343,9 @@ class _Collector(Visitor):
                 self.objects.append(text)
 
     def visit_VariableSetStmt(self, _ancestors: Any, node: ast.VariableSetStmt) -> None:
-        self.privileged |= (node.name or "").lower() in PRIVILEGED_SETTINGS
+        name = (node.name or "all").lower()  # RESET ALL has no name
+        self.privileged |= name in PRIVILEGED_SETTINGS
+        self.settings.append(name)
 
 
 def analyze(sql: str) -> Analysis:
@@ -346,6 +390,8 @@ def _statement(text: str, node: Any) -> Statement:
         copy_program=tag == "CopyStmt" and bool(node.is_program),
         fingerprint=_fingerprint(text),
         normalized=_normalized(text),
+        settings=_unique(seen.settings),
+        redefines=tag in _REDEFINES,
     )
 
 
@@ -455,5 +501,6 @@ class Analyzer:
             return found
         result = analyze(sql)
         self.misses += 1
-        self._cache.put(sql, result)
+        if len(sql) <= MAX_CACHED_TEXT:  # a few huge texts must not fill memory
+            self._cache.put(sql, result)
         return result

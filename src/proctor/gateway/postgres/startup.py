@@ -68,20 +68,23 @@ log = logging.getLogger(__name__)
 
 _INT32 = struct.Struct("!i")
 # Startup parameters a client may pass on to the upstream; anything else (``options`` can
-# set any server setting, ``role``, ``replication``) stays with Proctor.
+# set any server setting, ``role``, ``replication``) stays with Proctor. The settings that
+# change how SQL text is read (client_encoding, standard_conforming_strings) and which tables
+# unqualified names mean (search_path) are pinned: Proctor analyses SQL as PostgreSQL will
+# read it only if both read it the same way (session.py refuses changing them later).
 _PASSED: Final = frozenset(
     {
         "application_name",
-        "client_encoding",
         "DateStyle",
         "datestyle",
         "IntervalStyle",
         "TimeZone",
         "timezone",
         "extra_float_digits",
-        "search_path",
     }
 )
+_PINNED: Final = {"client_encoding": "UTF8", "standard_conforming_strings": "on"}
+_UTF8: Final = frozenset({"utf8", "utf-8", "unicode"})
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,12 @@ def _login(
     user = params.get("user", "")
     if not user:
         raise _Refused(sqlstate.INVALID_AUTHORIZATION, "no user name in the startup packet")
+    encoding = params.get("client_encoding", "UTF8")
+    if encoding.strip().strip("'").lower() not in _UTF8:  # asyncpg sends 'utf-8', quoted
+        raise _Refused(
+            sqlstate.FEATURE_NOT_SUPPORTED,
+            f"client_encoding {encoding} is not supported: Proctor speaks UTF8",
+        )
     if "replication" in params:
         raise _Refused(sqlstate.FEATURE_NOT_SUPPORTED, "replication connections are not proxied")
     up = login.upstream.config
@@ -186,7 +195,7 @@ def _login(
         body += b"".join(o.encode() + b"\x00" for o in options)
         yield SendClient(Raw(b"v", body).encode())
     account = login.accounts.get(user)
-    server_final = yield from _authenticate(account)
+    server_final = yield from _authenticate(account, user)
     entry = account.entry if account is not None else None
     if server_final is None or entry is None:
         yield from _auth_failed(decider, user, client)
@@ -252,9 +261,9 @@ def _login(
     return session
 
 
-def _authenticate(account: Account | None) -> Generator[Any, Any, bytes | None]:
+def _authenticate(account: Account | None, user: str) -> Generator[Any, Any, bytes | None]:
     """SCRAM-SHA-256 (RFC 5802 §3 over PostgreSQL's SASL messages); server-final or None."""
-    server = ScramServer(account.verifier if account is not None else None)
+    server = ScramServer(account.verifier if account is not None else None, user)
     yield SendClient(_auth(10, MECHANISM.encode() + b"\x00\x00"))  # AuthenticationSASL
     msg = yield ReadClient()
     if isinstance(msg, Terminate):
@@ -325,7 +334,8 @@ def _upstream_login(
             sqlstate.CONNECTION_REJECTED, "the upstream database is unreachable"
         ) from None
     passed = {k: v for k, v in params.items() if k in _PASSED}
-    startup = StartupMessage(PROTOCOL_3_0, {"user": cfg.user, "database": cfg.database, **passed})
+    wanted = {"user": cfg.user, "database": cfg.database, **passed, **_PINNED}
+    startup = StartupMessage(PROTOCOL_3_0, wanted)
     yield SendUpstream(startup.encode())
     greeting: list[bytes] = []
     scram: ScramClient | None = None
@@ -365,6 +375,10 @@ def _upstream_auth(
     """The answer to one upstream Authentication request (b"" for none)."""
     cfg, password = up.config, up.password
     if code == 0:  # AuthenticationOk
+        if scram is not None and not scram.verified:
+            raise _Refused(
+                sqlstate.CONNECTION_REJECTED, "the upstream skipped proving it knows the password"
+            )
         return b""
     if password is None:
         log.error("upstream %s asks for a password and none is configured", cfg.name)
