@@ -6,6 +6,11 @@ Map of the package (data flows top to bottom):
   JSON form (RFC 8785) and the clock that stamps events with their time quality.
 - ``ledger``  the tamper-evident log: RFC 9162 Merkle math, C2SP tiles, signed-note
   checkpoints, tlog-proof receipts, a SQLite store, the group-commit appender and the verifier.
+- ``risk``, ``policy``, ``decision``  an explained risk score, Cedar policies, and the
+  decision event that records both.
+- ``gateway``  protocol gateways (PostgreSQL): decide and record every statement before it runs.
+- ``sessions`` live sessions, re-decided when anything changes, cut when no longer allowed.
+- ``runtime``  a configuration's ledger, policies, risk engine and decider, opened together.
 - ``cli``     the ``proctor`` command: a thin skin over the library.
 
 ``ledger`` and ``events`` import nothing else of Proctor.
