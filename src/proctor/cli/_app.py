@@ -17,7 +17,7 @@ from proctor.errors import (
     VerificationError,
 )
 
-__all__ = ["app", "err", "exit_code", "handled", "out"]
+__all__ = ["app", "err", "exit_code", "handled", "out", "plain"]
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INPUT, EXIT_STORAGE, EXIT_INTERNAL = 1, 2, 3, 4, 70
 
@@ -57,7 +57,7 @@ def handled(fn: Callable[P, R]) -> Callable[P, R]:
         try:
             return fn(*args, **kwargs)
         except ProctorError as exc:
-            err.print(f"[bold red]error:[/] {_plain(str(exc))}")
+            err.print(f"[bold red]error:[/] {plain(str(exc))}")
             raise typer.Exit(exit_code(exc)) from None
         except KeyboardInterrupt:
             err.print("interrupted")
@@ -66,6 +66,6 @@ def handled(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def _plain(text: str) -> str:
+def plain(text: str) -> str:
     """Escape Rich markup in messages that carry user input."""
     return text.replace("[", r"\[")

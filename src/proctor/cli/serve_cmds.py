@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from proctor.cli._app import EXIT_USAGE, app, err, handled, out
+from proctor.cli._app import EXIT_USAGE, app, err, handled, out, plain
 from proctor.cli.policy_cmds import JsonOpt
 from proctor.config import ConfigError, Loaded, load_config
 from proctor.errors import UsageError
@@ -44,7 +44,7 @@ def load_or_exit(path: Path) -> Loaded:
             f"[bold red]error:[/] {path}: {len(exc.problems)} problem(s) in the configuration"
         )
         for problem in exc.problems:
-            err.print(f"  {problem.replace('[', chr(92) + '[')}")
+            err.print(f"  {plain(problem)}")
         raise typer.Exit(EXIT_USAGE) from None
 
 
@@ -67,10 +67,10 @@ async def run_gateway(loaded: Loaded, stop: asyncio.Event) -> None:
 def _run(coro: Any) -> None:
     try:
         import uvloop  # noqa: PLC0415 (optional: the faster event loop when installed)
-
-        uvloop.run(coro)
     except ImportError:
         asyncio.run(coro)
+        return
+    uvloop.run(coro)
 
 
 @app.command("serve")

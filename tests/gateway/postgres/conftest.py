@@ -28,27 +28,8 @@ from proctor.runtime import Runtime, open_runtime
 ROOT = Path(__file__).resolve().parents[3]
 PG = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 PASSWORDS = {"alice": "analyst-pw", "bob": "dba-pw", "carol": "contractor-pw", "erin": "eng-pw"}
-USERS = """
-[[users]]
-name = "alice"
-roles = ["analyst"]
-scram_verifier = "{alice}"
-
-[[users]]
-name = "bob"
-roles = ["dba"]
-scram_verifier = "{bob}"
-
-[[users]]
-name = "carol"
-groups = ["contractors"]
-scram_verifier = "{carol}"
-
-[[users]]
-name = "erin"
-roles = ["engineer"]
-scram_verifier = "{erin}"
-"""
+GRANTS = {"alice": 'roles = ["analyst"]', "bob": 'roles = ["dba"]'}
+GRANTS |= {"carol": 'groups = ["contractors"]', "erin": 'roles = ["engineer"]'}
 CONFIG = """
 gateway = "proctor-test"
 
@@ -139,9 +120,12 @@ def pg_direct() -> psycopg.Connection[Any]:
 def write_config(directory: Path, policies: Path | None = None, extra: str = "") -> Path:
     """A proctor.toml for the local PostgreSQL, with the example policies and test users."""
     shutil.copytree(policies or ROOT / "examples" / "policies", directory / "policies")
-    verifiers = {u: make_verifier(p) for u, p in PASSWORDS.items()}
+    users = "".join(
+        f'\n[[users]]\nname = "{u}"\n{GRANTS[u]}\nscram_verifier = "{make_verifier(pw)}"\n'
+        for u, pw in PASSWORDS.items()
+    )
     path = directory / "proctor.toml"
-    path.write_text(CONFIG.format() + USERS.format(**verifiers) + extra)
+    path.write_text(CONFIG.format() + users + extra)
     return path
 
 

@@ -118,9 +118,10 @@ def test_ledger_unavailable_refuses_statements(gateway: Running) -> None:
     appender = gateway.runtime.ledger._appender
     assert appender is not None
     gateway.call(appender.close)
-    with pytest.raises(psycopg.Error) as caught:
+    # Refused with 58000, or the session cut because its events could not be recorded:
+    # either way the ledger's failure is named and the statement does not run.
+    with pytest.raises(psycopg.Error, match="audit ledger"):
         conn.execute("SELECT 1")
-    assert caught.value.sqlstate == "58000" or isinstance(caught.value, psycopg.OperationalError)
     with pytest.raises(psycopg.OperationalError, match="ledger"):
         gateway.connect("erin")
     conn.close()

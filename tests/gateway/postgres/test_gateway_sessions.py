@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -132,4 +131,3 @@ def test_role_change_recheck(gateway: Running) -> None:
 
 def test_examples_policies_are_unchanged_by_the_tests() -> None:
     assert '@id("contractors-read-only")' in (ROOT / "examples/policies/base.cedar").read_text()
-    assert shutil.which("psql")

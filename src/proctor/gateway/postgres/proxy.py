@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Generator
 from typing import Any, Final
 
-from proctor.decision import Decided
+from proctor.decision import Decided, Decider
 from proctor.events.context import Principal
 from proctor.events.ids import format_time
 from proctor.events.schema import Decision as DecisionPart
@@ -77,7 +77,7 @@ class Listener:
         address: str,
         login: Login,
         *,
-        decider: Any,
+        decider: Decider,
         ledger: Ledger,
         registry: SessionRegistry,
         analyzer: Analyzer,
@@ -348,10 +348,8 @@ class Connection:
             value, error = None, None
             try:
                 value = await self._do(cmd)
-            except (OSError, ValueError, RuntimeError) as exc:
-                error = exc
-            except Exception as exc:  # e.g. the ledger's StorageError
-                error = exc
+            except Exception as exc:  # a socket error, the ledger's StorageError …: the step's
+                error = exc  # generator decides (refuse, end the login) or lets it end the session
 
     # One branch per command, each returning that command's result.
     async def _do(self, cmd: Command) -> Any:  # noqa: PLR0911

@@ -44,6 +44,7 @@ _ASYNC: Final = frozenset({b"N", b"S", b"A"})
 _COPY: Final = frozenset({b"G", b"H", b"W", b"d", b"c"})
 _INT32 = struct.Struct("!i")
 _CUT_TAGS: Final = ("SELECT ", "FETCH ")
+_REPLY: Final = {"1": b"1", "2": b"2", "3": b"3", "Z": b"Z"}  # ParseComplete … ReadyForQuery
 
 
 @dataclass
@@ -227,7 +228,7 @@ class Replies:
 
     def _simple_reply(self, head: Expect, kind: bytes, body: bytes, raw: bytes) -> bytes:
         s = self.session
-        want = {"1": b"1", "2": b"2", "3": b"3", "Z": b"Z"}.get(head.kind)
+        want = _REPLY.get(head.kind)
         if head.kind == "describe":
             if kind == b"t":  # ParameterDescription, then the row shape
                 return b"" if head.swallow else raw

@@ -60,10 +60,9 @@ class Verifier:
     server_key: bytes
 
     def __str__(self) -> str:
-        b64 = _b64
         return (
-            f"{MECHANISM}${self.iterations}:{b64(self.salt)}"
-            f"${b64(self.stored_key)}:{b64(self.server_key)}"
+            f"{MECHANISM}${self.iterations}:{_b64(self.salt)}"
+            f"${_b64(self.stored_key)}:{_b64(self.server_key)}"
         )
 
 

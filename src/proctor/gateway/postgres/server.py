@@ -120,7 +120,10 @@ class Gateway:
             if len(line) > _MAX_ADMIN_REQUEST:
                 answer: dict[str, Any] = {"error": "request too long"}
             else:
-                answer = self.admin(json.loads(line))
+                request = json.loads(line)
+                if not isinstance(request, dict):
+                    raise TypeError("a request is a JSON object")
+                answer = self.admin(request)
         except (ValueError, TypeError, KeyError) as exc:
             answer = {"error": f"bad request: {exc}"}
         writer.write(json.dumps(answer).encode() + b"\n")
@@ -134,7 +137,7 @@ class Gateway:
         if op == "list":
             return {"sessions": [dataclasses.asdict(i) for i in self.registry.infos()]}
         if op == "revoke":
-            reason = str(request.get("reason") or "no reason given")
+            reason = str(request.get("reason") or "no reason given")[:500]
             user, session = request.get("user"), request.get("session")
             if (user is None) == (session is None):
                 return {"error": "revoke takes a user or a session, not both"}

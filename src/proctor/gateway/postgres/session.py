@@ -30,6 +30,7 @@ Proctor believing the new text while PostgreSQL still runs the old one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from collections import deque
@@ -49,7 +50,7 @@ from proctor.events.context import (
     Resource,
 )
 from proctor.events.ids import format_time, new_event_id, now_ns
-from proctor.events.schema import Action, Actor, Event, Links, Outcome, Source
+from proctor.events.schema import Action, Actor, Event, Links, Outcome, Risk, Source
 from proctor.gateway.postgres import sqlstate
 from proctor.gateway.postgres.commands import Command, Record, SendUpstream, WaitReplies
 from proctor.gateway.postgres.obligations import (
@@ -202,7 +203,11 @@ class Session:
         return decided
 
     def _failed(self, ctx: RequestContext, reason: str) -> Decided:
-        risk = self.decider.risk.assess(ctx)
+        try:
+            risk = self.decider.risk.assess(ctx)
+        except Exception:  # the deny is recorded even when the risk cannot be scored
+            log.exception("risk assessment failed for session %s", self.id)
+            risk = Risk(score=100, level="critical", model="unavailable")
         decision = Decision(effect="deny", policies=(), reasons=(reason,))
         return Decided(ctx, risk, decision, self.decider.event(ctx, risk, decision))
 
@@ -307,7 +312,7 @@ class Session:
     def _query(self, sql: str) -> Generator[Command, Any, None]:
         try:
             analysis = self.analyzer.analyze(sql)
-            infos = [s.action_info() for s in analysis.statements]
+            infos = [s.action_info for s in analysis.statements]
         except SqlError as exc:
             yield from self._unparsable(str(exc), simple=True)
             return
@@ -385,7 +390,7 @@ class Session:
             self._expect(Expect("E", portal=portal))
             yield SendUpstream(_execute_message(msg))
             return
-        decided = [self.decide(self.context(stmts[0].action_info()), stmts[0])]
+        decided = [self.decide(self.context(stmts[0].action_info), stmts[0])]
         refusal = yield from self._record_and_check(decided, stmts)
         if refusal is not None:
             yield from self._refuse_extended(*refusal)
@@ -459,7 +464,13 @@ class Session:
 
 def _obligations(decided: Decided) -> Obligations:
     d = decided.decision
-    return parse_obligations(d.obligations) if d.obligations else NO_OBLIGATIONS
+    return _parsed_obligations(d.obligations) if d.obligations else NO_OBLIGATIONS
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_obligations(items: tuple[str, ...]) -> Obligations:
+    """Policies carry few distinct obligation lists: parse each once, not per statement."""
+    return parse_obligations(items)
 
 
 def _refusal(decided: Decided, statement: Statement) -> tuple[str, str, str] | None:

@@ -14,6 +14,7 @@ guard most.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any, Final
@@ -231,8 +232,10 @@ class Statement:
     """The text with its constants replaced by ``$n`` (what decision events record: a literal
     may be a password or personal data)."""
 
+    @functools.cached_property
     def action_info(self) -> ActionInfo:
-        """The ``action`` part of the request context for this statement alone."""
+        """The ``action`` part of the request context for this statement alone (computed
+        once: analyses are cached by text, so a repeated statement reuses it)."""
         return Analysis((self,)).action_info()
 
 
