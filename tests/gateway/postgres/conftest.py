@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import secrets
 import shutil
 import threading
 import time
@@ -26,7 +28,10 @@ from proctor.gateway.postgres.server import Gateway
 from proctor.runtime import Runtime, open_runtime
 
 ROOT = Path(__file__).resolve().parents[3]
-PG = "host=127.0.0.1 port=5432 user=postgres dbname=test"
+# Each test run has a database of its own, so runs from several checkouts on one machine
+# (and CI beside a working session) never drop each other's tables.
+DB = f"proctor_t{os.getpid()}_{secrets.token_hex(3)}"
+PG = f"host=127.0.0.1 port=5432 user=postgres dbname={DB}"
 PASSWORDS = {"alice": "analyst-pw", "bob": "dba-pw", "carol": "contractor-pw", "erin": "eng-pw"}
 GRANTS = {"alice": 'roles = ["analyst"]', "bob": 'roles = ["dba"]'}
 GRANTS |= {"carol": 'groups = ["contractors"]', "erin": 'roles = ["engineer"]'}
@@ -41,7 +46,7 @@ upstream = "pg"
 name = "pg"
 host = "127.0.0.1"
 port = 5432
-database = "test"
+database = "{db}"
 user = "postgres"
 
 [policies]
@@ -53,7 +58,7 @@ directory = "ledger"
 
 [risk]
 labels = {{ corp = ["127.0.0.0/8"] }}
-sensitivity = [["test/hr.*", "restricted"]]
+sensitivity = [["{db}/hr.*", "restricted"]]
 
 [limits]
 connect_timeout_s = 2.0
@@ -75,7 +80,7 @@ class Running:
         """A libpq connection string through the gateway."""
         pw = PASSWORDS[user] if password is None else password
         parts = {"host": "127.0.0.1", "port": str(self.port), "user": user, "password": pw}
-        parts |= {"dbname": "test", "sslmode": "disable", **extra}
+        parts |= {"dbname": DB, "sslmode": "disable", **extra}
         return " ".join(f"{k}={v}" for k, v in parts.items())
 
     def connect(self, user: str, **kw: Any) -> psycopg.Connection[Any]:
@@ -109,12 +114,24 @@ class Running:
         return [d for d in docs if kind is None or d["kind"] == kind]
 
 
-def pg_direct() -> psycopg.Connection[Any]:
+def pg_direct(dbname: str = DB) -> psycopg.Connection[Any]:
     """A connection straight to PostgreSQL (set-up and checks behind the gateway's back)."""
     try:
-        return psycopg.connect(PG, autocommit=True)
+        return psycopg.connect(PG.replace(DB, dbname), autocommit=True)
     except psycopg.OperationalError as exc:  # not a skip: CI starts PostgreSQL
         raise AssertionError(f"PostgreSQL is not running on 127.0.0.1:5432: {exc}") from exc
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _run_database() -> Iterator[None]:
+    """Create this run's database before the first gateway test; drop it after the last."""
+    with pg_direct("postgres") as db:
+        db.execute(f"CREATE DATABASE {DB}")
+    try:
+        yield
+    finally:
+        with pg_direct("postgres") as db:
+            db.execute(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
 
 
 def write_config(directory: Path, policies: Path | None = None, extra: str = "") -> Path:
@@ -125,7 +142,7 @@ def write_config(directory: Path, policies: Path | None = None, extra: str = "")
         for u, pw in PASSWORDS.items()
     )
     path = directory / "proctor.toml"
-    path.write_text(CONFIG.format() + users + extra)
+    path.write_text(CONFIG.format(db=DB) + users + extra)
     return path
 
 

@@ -21,7 +21,14 @@ from cryptography.x509.oid import NameOID
 
 from proctor.gateway.postgres.protocol import BackendReader, StartupMessage
 from proctor.gateway.postgres.scram import ScramClient
-from tests.gateway.postgres.conftest import PASSWORDS, Running, run_gateway, write_config
+from tests.gateway.postgres.conftest import (
+    DB,
+    PASSWORDS,
+    Running,
+    pg_direct,
+    run_gateway,
+    write_config,
+)
 
 I32 = struct.Struct("!i")
 
@@ -47,7 +54,7 @@ def read_all(sock: socket.socket) -> bytes:
 def login(gateway: Running, user: str = "alice") -> tuple[socket.socket, BackendReader]:
     """Log in over a raw socket with SCRAM; the socket after ReadyForQuery."""
     sock = raw_connect(gateway)
-    sock.sendall(StartupMessage(196608, {"user": user, "database": "test"}).encode())
+    sock.sendall(StartupMessage(196608, {"user": user, "database": DB}).encode())
     reader = BackendReader()
     scram = ScramClient(PASSWORDS[user])
 
@@ -202,7 +209,7 @@ def test_psql_through_the_gateway(gateway: Running) -> None:
     env = {**os.environ, "PGPASSWORD": PASSWORDS["alice"]}
     args = ["psql", "-X", "-At", "-h", "127.0.0.1", "-p", str(gateway.port), "-U", "alice"]
     res = subprocess.run(
-        [*args, "-d", "test", "-c", "SELECT 40 + 2", "-c", "CREATE TABLE nope (x int)"],
+        [*args, "-d", DB, "-c", "SELECT 40 + 2", "-c", "CREATE TABLE nope (x int)"],
         env=env, capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
     assert res.stdout.strip() == "42"
@@ -226,7 +233,7 @@ def test_sql_is_read_the_way_the_server_reads_it(gateway: Running) -> None:
 def test_messages_after_an_extended_error_do_not_desynchronize_replies(gateway: Running) -> None:
     """An error makes PostgreSQL skip to Sync; what the client sends meanwhile is dropped,
     so later results are still matched to their own statements (and still masked)."""
-    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test") as db:
+    with pg_direct() as db:
         db.execute("DROP TABLE IF EXISTS masked; CREATE TABLE masked (id int, email text)")
         db.execute("INSERT INTO masked VALUES (1, 'a@example.com')")
         db.commit()
@@ -249,5 +256,5 @@ def test_messages_after_an_extended_error_do_not_desynchronize_replies(gateway: 
     rows = [body for kind, body in until_ready() if kind == b"D"]
     assert rows == [b"\x00\x02" + I32.pack(1) + b"1" + I32.pack(-1)]  # the email is NULL
     sock.close()
-    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test") as db:
+    with pg_direct() as db:
         db.execute("DROP TABLE masked")

@@ -16,9 +16,9 @@ import pglast
 import psycopg
 import pytest
 
-from tests.gateway.postgres.conftest import Running, pg_direct, run_gateway, write_config
+from tests.gateway.postgres.conftest import DB, Running, pg_direct, run_gateway, write_config
 
-ROLE = "proctor_completeness"
+ROLE = f"proctor_seen_{DB}"
 
 
 def server_log() -> Path:
@@ -59,7 +59,7 @@ def logged_statements(log: Path, offset: int) -> list[str]:
         text = f.read().decode(errors="replace")
     out = []
     for entry in text.split("\n2"):  # entries start with a timestamp; details are indented
-        if f"{ROLE}@test LOG:" not in entry:
+        if f"{ROLE}@{DB} LOG:" not in entry:
             continue
         _, _, rest = entry.partition(" LOG:  ")
         kind, _, sql = rest.partition(": ")
@@ -87,7 +87,7 @@ def test_every_executed_statement_was_decided_and_nothing_denied_ran(
     async def via_asyncpg() -> None:
         c = await asyncpg.connect(
             host="127.0.0.1", port=gateway.port, user="erin", password="eng-pw",
-            database="test", ssl=False,
+            database=DB, ssl=False,
         )  # fmt: skip
         try:
             await c.fetch("SELECT id FROM witnessed WHERE id > $1", 0)

@@ -10,7 +10,7 @@ import asyncpg
 import psycopg
 import pytest
 
-from tests.gateway.postgres.conftest import Running, pg_direct
+from tests.gateway.postgres.conftest import DB, Running, pg_direct
 
 
 @pytest.fixture
@@ -150,7 +150,7 @@ def test_asyncpg_through_the_gateway(gateway: Running, tables: None) -> None:
     async def run() -> Any:
         conn = await asyncpg.connect(
             host="127.0.0.1", port=gateway.port, user="erin", password="eng-pw",
-            database="test", ssl=False,
+            database=DB, ssl=False,
         )  # fmt: skip
         try:
             rows = await conn.fetch("SELECT id, name FROM people WHERE id <= $1 ORDER BY id", 2)

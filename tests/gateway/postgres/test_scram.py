@@ -15,7 +15,7 @@ from proctor.gateway.postgres.scram import (
     md5_response,
     parse_verifier,
 )
-from tests.gateway.postgres.conftest import pg_direct
+from tests.gateway.postgres.conftest import DB, pg_direct
 
 
 def exchange(server: ScramServer, client: ScramClient) -> None:
@@ -36,12 +36,10 @@ def test_a_password_logs_in_and_a_wrong_one_does_not() -> None:
 def test_verifier_made_by_postgresql_is_read_and_works() -> None:
     with pg_direct() as db:
         db.execute("SET password_encryption = 'scram-sha-256'")
-        db.execute("DROP ROLE IF EXISTS proctor_scram_probe")
-        db.execute("CREATE ROLE proctor_scram_probe PASSWORD 'pg-made-pw'")
-        row = db.execute(
-            "SELECT rolpassword FROM pg_authid WHERE rolname = 'proctor_scram_probe'"
-        ).fetchone()
-        db.execute("DROP ROLE proctor_scram_probe")
+        role = f"proctor_scram_{DB}"
+        db.execute(f"CREATE ROLE {role} PASSWORD 'pg-made-pw'")
+        row = db.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", [role]).fetchone()
+        db.execute(f"DROP ROLE {role}")
     assert row is not None
     v = parse_verifier(row[0])
     assert str(v) == row[0]
