@@ -96,6 +96,18 @@ def test_secrets_come_from_the_environment_or_a_private_file(tmp_path: Path) -> 
             ),
             "unknown time zone",
         ),
+        (
+            BASE.format(upstream_extra="") + '[[risk.geo]]\ncidr = "10.0.0.0/40"\n',
+            r"risk.geo\[0\].cidr",
+        ),
+        (
+            BASE.format(upstream_extra="") + '[[risk.geo]]\ncidr = "10.0.0.0/8"\nlatitude = 1.0\n',
+            r"risk.geo\[0\]: latitude and longitude go together",
+        ),
+        (
+            BASE.format(upstream_extra="") + '[[risk.geo]]\ncidr = "10.0.0.0/8"\ncountry = "de"\n',
+            r"risk.geo\[0\].country",
+        ),
         ("not = [valid", "not valid TOML"),
     ],
 )

@@ -104,6 +104,17 @@ class LedgerConfig(_Part, frozen=True, kw_only=True):
     durability: Literal["os", "fsync"] = "os"
 
 
+class GeoSetting(_Part, frozen=True, kw_only=True):
+    """Where an address range is: for ranges no GeoIP database knows (offices, VPN exits)."""
+
+    cidr: str
+    country: Annotated[str, Meta(pattern="^[A-Z]{2}$")] | None = None
+    city: Annotated[str, Meta(max_length=100)] | None = None
+    latitude: Annotated[float, Meta(ge=-90, le=90)] | None = None
+    longitude: Annotated[float, Meta(ge=-180, le=180)] | None = None
+    asn: Annotated[int, Meta(ge=0, le=4294967295)] | None = None
+
+
 class RiskSettings(_Part, frozen=True, kw_only=True):
     """Scoring and what addresses and resources are (labels, lists, geo, sensitivity)."""
 
@@ -112,6 +123,8 @@ class RiskSettings(_Part, frozen=True, kw_only=True):
     deny_list: str | None = None
     anonymizer_list: str | None = None
     mmdb: tuple[str, ...] = ()
+    geo: tuple[GeoSetting, ...] = ()
+    alert_lifetime_s: Annotated[int, Meta(gt=0, le=7 * 86400)] = 900
     sensitivity: tuple[
         tuple[str, Literal["public", "internal", "confidential", "restricted"]], ...
     ] = ()
@@ -227,6 +240,13 @@ def _cross_checks(loaded: Loaded, env: Mapping[str, str]) -> list[str]:
             out += _readable(loaded, f"risk.{key}", value)
     for i, mmdb in enumerate(c.risk.mmdb):
         out += _readable(loaded, f"risk.mmdb[{i}]", mmdb)
+    for i, row in enumerate(c.risk.geo):
+        try:
+            ipaddress.ip_network(row.cidr, strict=False)
+        except ValueError as exc:
+            out.append(f"risk.geo[{i}].cidr: {exc}")
+        if (row.latitude is None) != (row.longitude is None):
+            out.append(f"risk.geo[{i}]: latitude and longitude go together")
     for label, cidrs in c.risk.labels.items():
         for j, cidr in enumerate(cidrs):
             try:

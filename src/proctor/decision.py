@@ -121,6 +121,7 @@ class Decider:
         """Enrich, score and decide one request and build its decision event."""
         ctx = self.risk.enrich(ctx)
         risk = self.risk.assess(ctx)
+        self.risk.observe(ctx, risk)
         decision = self.engine.decide(ctx, risk, approved=approved)
         return Decided(ctx, risk, decision, self.event(ctx, risk, decision, approved, parent_id))
 

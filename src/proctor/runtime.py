@@ -25,7 +25,7 @@ from proctor.policy.engine import EngineConfig
 from proctor.policy.live import LivePolicies
 from proctor.risk.baselines import Baselines
 from proctor.risk.engine import RiskEngine
-from proctor.risk.network import GeoTable, NetworkClassifier, read_cidr_file
+from proctor.risk.network import GeoRow, GeoTable, NetworkClassifier, read_cidr_file
 from proctor.risk.signals import DEFAULT_POINTS, RiskConfig
 
 __all__ = ["ARCHIVE_NAME", "BASELINES_NAME", "Runtime", "open_runtime"]
@@ -75,12 +75,28 @@ def _risk(loaded: Loaded, baselines: Baselines) -> RiskEngine:
     r = loaded.config.risk
     points = dict(DEFAULT_POINTS)
     points.update(r.points)
-    config = RiskConfig(scorer=r.scorer, sensitivity=r.sensitivity, points=points)
+    config = RiskConfig(
+        scorer=r.scorer,
+        sensitivity=r.sensitivity,
+        points=points,
+        alert_lifetime_s=r.alert_lifetime_s,
+    )
+    rows = [
+        GeoRow(
+            g.cidr,
+            g.country,
+            g.city,
+            None if g.latitude is None else round(g.latitude * 1e6),
+            None if g.longitude is None else round(g.longitude * 1e6),
+            g.asn,
+        )
+        for g in r.geo
+    ]
     network = NetworkClassifier(
         labels=r.labels,
         deny=read_cidr_file(loaded.path(r.deny_list)) if r.deny_list else (),
         anonymizers=read_cidr_file(loaded.path(r.anonymizer_list)) if r.anonymizer_list else (),
-        geo=GeoTable(mmdb=[loaded.path(p) for p in r.mmdb]),
+        geo=GeoTable(rows, mmdb=[loaded.path(p) for p in r.mmdb]),
     )
     return RiskEngine(baselines, config, network, timezone=loaded.config.policies.timezone)
 

@@ -23,6 +23,7 @@ from proctor.events.context import (
     parse_rfc3339,
 )
 from proctor.events.schema import Factor, Risk
+from proctor.risk.alerts import AccountAlert, AccountAlerts
 from proctor.risk.baselines import Baselines, SessionFacts
 from proctor.risk.freeman import HIERARCHY, score_session
 from proctor.risk.network import NetworkClassifier
@@ -78,6 +79,7 @@ class RiskEngine:
         self.network = network or NetworkClassifier()
         self._zone = ZoneInfo(timezone)
         self.model = f"{MODEL_VERSION};{self.config.scorer}"
+        self.alerts = AccountAlerts(self.config.alert_lifetime_s)
 
     def enrich(self, ctx: RequestContext) -> RequestContext:
         """Fill in what the caller left out from the configuration: resource sensitivity,
@@ -138,9 +140,26 @@ class RiskEngine:
             factors += [f for s in RULE_SIGNALS if (f := s(inputs)) is not None]
         else:
             factors += self._statistical(inputs)
+        cap = cfg.pts("account_risk")
+        alert = self.alerts.factor(ctx.principal.id, ctx.session_id, time_ns, cap)
+        if alert is not None:
+            factors.append(alert)
         factors.sort(key=lambda f: (-f.points, f.signal))
         score = max(0, min(100, sum(f.points for f in factors)))
         return Risk(score=score, level=self.level(score), factors=tuple(factors), model=self.model)
+
+    def observe(self, ctx: RequestContext, risk: Risk) -> AccountAlert | None:
+        """Raise an account alert when this request's account signals reach ``high``
+        (see :mod:`proctor.risk.alerts`); the decider calls it after every assessment."""
+        net = ctx.network
+        return self.alerts.observe(
+            ctx.principal.id,
+            ctx.session_id,
+            net.ip if net is not None else None,
+            risk.factors,
+            self.config.high,
+            parse_rfc3339(ctx.time),
+        )
 
     def level(self, score: int) -> Literal["low", "medium", "high", "critical"]:
         """``low``, ``medium``, ``high`` or ``critical`` by the configured thresholds."""

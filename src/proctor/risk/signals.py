@@ -42,6 +42,7 @@ DEFAULT_POINTS: Final[Mapping[str, int]] = {
     "idp_risk_medium": 15,
     "idp_risk_high": 35,
     "device_compliance_lost": 25,
+    "account_risk": 100,  # a cap: the factor is worth the other session's alert points
 }
 
 SERVER_FILE_FUNCTIONS: Final = frozenset(
@@ -92,6 +93,9 @@ class RiskConfig:
     beta: float = 1.0
     """Statistical scorer: how strongly a user's profile leans on the population's."""
     points_per_bit: float = 5.0
+    alert_lifetime_s: int = 900
+    """How long an account alert (see :mod:`proctor.risk.alerts`) weighs on the user's other
+    sessions."""
 
     def __post_init__(self) -> None:
         """Refuse settings that would make every assessment fail or mean nothing."""
@@ -105,6 +109,7 @@ class RiskConfig:
             (self.beta > 0, "beta must be > 0"),
             (self.points_per_bit >= 0, "points_per_bit must be >= 0"),
             (self.min_history >= 1, "min_history must be >= 1"),
+            (self.alert_lifetime_s > 0, "alert_lifetime_s must be > 0"),
             (self.volume_sigmas >= 0 and self.min_volume_rows >= 0, "volume limits must be >= 0"),
             (self.max_speed_kmh > 0 and self.min_travel_km >= 0, "travel limits must be > 0"),
             (

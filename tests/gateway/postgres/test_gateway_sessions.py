@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from proctor.cli.relay import Relay
 from tests.gateway.postgres.conftest import ROOT, Running, pg_direct, run_gateway, write_config
 
 
@@ -131,3 +132,47 @@ def test_role_change_recheck(gateway: Running) -> None:
 
 def test_examples_policies_are_unchanged_by_the_tests() -> None:
     assert '@id("contractors-read-only")' in (ROOT / "examples/policies/base.cedar").read_text()
+
+
+TRAVEL = """
+[[risk.geo]]
+cidr = "127.0.0.1/32"
+country = "DE"
+city = "Berlin"
+latitude = 52.52
+longitude = 13.405
+
+[[risk.geo]]
+cidr = "127.0.0.2/32"
+country = "BR"
+city = "Sao Paulo"
+latitude = -23.55
+longitude = -46.63
+"""
+
+
+def test_a_takeover_on_one_session_cuts_the_users_others(tmp_path: Path) -> None:
+    config = write_config(tmp_path, extra=TRAVEL)
+    config.write_text(config.read_text().replace("[risk]\n", '[risk]\nscorer = "rules"\n'))
+    for gateway in run_gateway(config):
+        home = gateway.connect("alice")  # from Berlin: her first session teaches where she is
+        home.execute("SELECT 1")
+        bystander = gateway.connect("erin")
+        with Relay("127.0.0.2", ("127.0.0.1", gateway.port)) as abroad:
+            dsn = gateway.dsn("alice").replace(f"port={gateway.port}", f"port={abroad.port}")
+            with pytest.raises(psycopg.OperationalError, match="step-up") as refused:
+                psycopg.connect(dsn)
+        assert "risk is high" in str(refused.value)
+        assert_cut(home)
+        assert bystander.execute("SELECT 2").fetchone() == (2,)  # another user is untouched
+        bystander.close()
+        connects = [e for e in gateway.events("decision") if e["action"]["class"] == "connect"]
+        travel = next(e for e in connects if e["actor"]["ip"] == "127.0.0.2")
+        signals = {f["signal"] for f in travel["risk"]["factors"]}
+        assert {"impossible_travel", "new_country"} <= signals
+        revoked = gateway.events("session.revoked")
+        assert [e["actor"]["id"] for e in revoked] == ["alice"]
+        assert "looked taken over" in revoked[0]["decision"]["reasons"][0]
+        why = next(e for e in connects if e["id"] == revoked[0]["links"]["decision_id"])
+        factors = why["risk"]["factors"]
+        assert factors[0]["signal"] == "account_risk" and "127.0.0.2" in factors[0]["evidence"]

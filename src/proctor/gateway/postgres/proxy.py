@@ -27,6 +27,8 @@ from collections import deque
 from collections.abc import Generator
 from typing import Any, Final
 
+import msgspec
+
 from proctor.decision import Decided, Decider
 from proctor.events.context import Principal
 from proctor.events.ids import format_time
@@ -438,11 +440,10 @@ class Connection:
     def _revoked_event(self, reason: str, decided: Decided | None) -> Any:
         assert self.session is not None
         s = self.session
-        part = (
-            decided.event.decision
-            if decided is not None and decided.event.decision is not None
-            else DecisionPart(effect="deny", reasons=(reason[:4096],))
-        )
+        part = DecisionPart(effect="deny", reasons=(reason[:4096],))
+        if decided is not None and decided.event.decision is not None:
+            # the re-decision's effect and policies, with the whole reason (why it was re-made)
+            part = msgspec.structs.replace(decided.event.decision, reasons=part.reasons)
         return s.event(
             "session.revoked",
             session=SessionPart(id=s.id, client=s.identity.application),

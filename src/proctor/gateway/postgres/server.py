@@ -34,6 +34,7 @@ import msgspec
 from proctor.gateway.postgres.proxy import Listener
 from proctor.gateway.postgres.sql import Analyzer
 from proctor.gateway.postgres.startup import Account
+from proctor.risk.alerts import AccountAlert
 from proctor.runtime import Runtime
 from proctor.sessions.registry import SessionRegistry
 
@@ -93,7 +94,11 @@ class Gateway:
                 self.registry.recheck, f"the policies changed (revision {revision[:12]})"
             )
 
+        def alerted(alert: AccountAlert) -> None:  # runs where the risky request was decided
+            loop.call_soon_threadsafe(self._alerted, alert)
+
         self.runtime.policies.on_swap(reloaded)
+        self.runtime.decider.risk.alerts.on_alert(alerted)
         self.bound = [await listener.start() for listener in self.listeners]
         with contextlib.suppress(FileNotFoundError):
             self.admin_path.unlink()  # a stale socket from a previous run
@@ -103,6 +108,15 @@ class Gateway:
         finally:
             os.umask(old)
         return self.bound
+
+    def _alerted(self, alert: AccountAlert) -> int:
+        """One session of a user looked like a takeover: re-decide that user's others now."""
+        why = f"{alert.user}'s account looked taken over on another session"
+        cut = 0
+        for live in list(self.registry):
+            if live.principal.id == alert.user and live.id != alert.session_id:
+                cut += self.registry.recheck_one(live, why)
+        return cut
 
     async def close(self) -> None:
         """Stop listening and end every session."""
