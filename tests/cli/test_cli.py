@@ -9,7 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
+
+from proctor.cli.demo_gateway import PG_ADMIN
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "events.jsonl"
@@ -181,13 +184,26 @@ def test_signer_key_readable_by_others_is_refused(
     assert res.returncode == 2 and "chmod 600" in res.stderr
 
 
-def test_demo_runs_end_to_end(tmp_path: Path) -> None:
-    res = proctor("demo", "--dir", tmp_path / "demo")
+def test_demo_runs_end_to_end_through_a_real_gateway(tmp_path: Path) -> None:
+    database = f"proctor_demo_t{os.getpid()}"  # not the default: runs may overlap on a machine
+    try:
+        res = proctor("demo", "--dir", tmp_path / "demo", "--database", database)
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as db:
+            db.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+    text = " ".join(res.stdout.split())  # rich wraps long lines
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "demo complete" in res.stdout
-    assert "critical-risk" in res.stdout and "ddl-needs-mfa" in res.stdout
-    assert "reproduced" in res.stdout
-    assert "modified-entry" in res.stdout and "not-an-extension" in res.stdout
+    assert "demo complete" in text and "NOT as expected" not in text
+    assert text.count(": as expected") == 10
+    assert "impossible_travel" in text and "account_risk" in text and "SESSION CUT" in text
+    assert "contract ended" in text and "schema changes need an MFA" in text
+    assert "no findings" in text
+    assert "modified-entry" in text and "not-an-extension" in text
+
+
+def test_demo_refuses_a_database_name_that_is_not_an_identifier(tmp_path: Path) -> None:
+    res = proctor("demo", "--dir", tmp_path / "demo", "--database", "x; DROP DATABASE test")
+    assert res.returncode == 2 and "--database" in res.stderr
 
 
 def test_truncated_database_is_a_clear_storage_error(

@@ -1,10 +1,11 @@
-"""``proctor demo``: the ledger end to end, in a scratch directory.
+"""``proctor demo``: the whole story, against the local PostgreSQL, in a scratch directory.
 
-Until the gateway exists the demo drives the engine and the ledger the way the gateway will:
-keys, sample access events appended, live decisions for users with different risk (each
-recorded, one replayed), a signed checkpoint, a receipt checked with the public key alone, a
-full verification, then two attacks on copies (an edited decision, a rollback that hides the
-newest entries) and what verification says about each.
+A real gateway (embedded, with its own ledger and the example policies) in front of a scratch
+database; users with different risk go through it (see :mod:`proctor.cli.demo_gateway`) and
+every decision is shown with its risk factors. Then the ledger the gateway wrote: a signed
+checkpoint, a receipt for a refused statement checked with the public key alone, a full
+verification, and two attacks on copies (an edited decision, a rollback that hides the newest
+entries) with what verification says about each.
 """
 
 from __future__ import annotations
@@ -15,42 +16,38 @@ import tempfile
 from pathlib import Path
 from typing import Annotated
 
+import psycopg
 import typer
 from rich.panel import Panel
 from rich.table import Table
 
 from proctor.cli._app import EXIT_FAILED, app, handled, out
-from proctor.cli.demo_decisions import run_decisions
-from proctor.cli.ledger_cmds import read_events
+from proctor.cli.demo_gateway import (
+    SCRATCH_DB,
+    GatewayStory,
+    analyst_reads,
+    contractor_revoked,
+    dba_ddl,
+    login_from_abroad,
+    ordinary_month,
+    prepare_database,
+    running_gateway,
+    write_config,
+)
 from proctor.errors import UsageError, VerificationError
 from proctor.events.canonical import canonical_bytes, decode_event
-from proctor.events.schema import Event
-from proctor.ledger.ledger import DB_NAME, Ledger, load_signer, load_verifier, write_key_pair
-from proctor.ledger.note import Signer, Verifier
+from proctor.ledger.ledger import DB_NAME, VKEY_NAME, Ledger, load_verifier
+from proctor.ledger.note import Verifier
 from proctor.ledger.receipt import Receipt, verify_receipt
 from proctor.ledger.store import SqliteStore
 from proctor.ledger.verify import Report, verify_ledger
 
-ORIGIN = "proctor.demo/ledger"
-_REPO_EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "events.jsonl"
 _REPO_POLICIES = Path(__file__).resolve().parents[3] / "examples" / "policies"
 
 
 def _step(n: int, title: str) -> None:
     out.print()
     out.rule(f"[bold]{n}. {title}")
-
-
-def _who(e: Event) -> str:
-    return "" if e.actor is None else e.actor.id
-
-
-def _what(e: Event) -> str:
-    if e.decision is not None:
-        return f"{e.decision.effect} ({', '.join(e.decision.policies) or 'no policy'})"
-    if e.outcome is not None:
-        return f"outcome {e.outcome.status}"
-    return ""
 
 
 def _verify(directory: Path, verifier: Verifier, saved: str | None = None) -> Report:
@@ -89,56 +86,67 @@ def _attacker(path: Path, *statements: tuple[str, tuple[int, ...]]) -> None:
 @app.command()
 @handled
 def demo(
-    events: Annotated[
-        Path | None, typer.Option("--events", help="Events to append (JSON lines).")
-    ] = None,
     workdir: Annotated[
         Path | None, typer.Option("--dir", help="Keep the demo's files here (default: temp).")
     ] = None,
+    policies: Annotated[
+        Path | None, typer.Option("--policies", help="Policy directory (default: the examples).")
+    ] = None,
+    database: Annotated[
+        str, typer.Option("--database", help="Scratch database to (re)create on PostgreSQL.")
+    ] = SCRATCH_DB,
 ) -> None:
-    """Append sample events, checkpoint, prove, verify, then tamper with copies."""
-    source = events or _REPO_EXAMPLES
-    if not source.exists():
-        raise UsageError(f"no sample events at {source}; pass --events FILE")
+    """Run users through a real gateway, then verify and attack its ledger."""
+    source = policies or _REPO_POLICIES
+    if not source.is_dir():
+        raise UsageError(f"no policies at {source}; pass --policies DIR")
     base = workdir or Path(tempfile.mkdtemp(prefix="proctor-demo-"))
     if workdir is not None and workdir.exists() and any(workdir.iterdir()):
         raise UsageError(f"{workdir} is not empty; the demo needs a fresh directory")
-    ok = True
-
-    _step(1, "Keys")
-    skey, vkey = write_key_pair(Signer.generate(ORIGIN), base / "keys")
-    verifier = load_verifier(vkey)
-    out.print(f"signer key {skey} (0600); auditors get only {vkey}:\n  {verifier.vkey}")
-
-    _step(2, "Append access events")
+    base.mkdir(parents=True, exist_ok=True)
+    try:
+        prepare_database(database)
+    except psycopg.Error as exc:
+        raise UsageError(
+            f"the demo needs PostgreSQL on 127.0.0.1:5432 (user postgres): {exc}"
+        ) from None
+    config, passwords = write_config(base, source, database)
     ledger_dir = base / "ledger"
-    Ledger.init(ledger_dir, load_signer(skey))
-    batch = read_events(source)
-    with Ledger(ledger_dir, signer=load_signer(skey)) as lg:
-        first = lg.append_many(batch)
-        note = lg.checkpoint()
-    table = Table("index", "kind", "actor", "decision / outcome", "risk")
-    for i, e in enumerate(batch, start=first):
-        risk = "" if e.risk is None else f"{e.risk.score} {e.risk.level}"
-        table.add_row(str(i), e.kind, _who(e), _what(e), risk)
-    out.print(table)
 
-    _step(3, "Live decisions: risk, Cedar policies, each one recorded")
-    ok &= run_decisions(ledger_dir, skey, _REPO_POLICIES)
-    with Ledger(ledger_dir, signer=load_signer(skey)) as lg:
-        note = lg.checkpoint()
-        last = lg.size() - 1
+    _step(1, "A gateway in front of PostgreSQL")
+    with running_gateway(config) as (runtime, embedded):
+        out.print(
+            f"proctor serve: 127.0.0.1:{embedded.port} → PostgreSQL 127.0.0.1:5432 "
+            f"database {database}; users alice (analyst), bob (DBA), carol (contractor); "
+            f"policies from {source}; ledger {ledger_dir}"
+        )
+        story = GatewayStory(runtime, embedded, passwords, database)
+        _step(2, "An analyst's ordinary month (what the risk baselines learn)")
+        ordinary_month(story, sessions=20)
+        _step(3, "The analyst reads")
+        home = analyst_reads(story)
+        _step(4, "A risky login: the analyst's password, from another continent")
+        login_from_abroad(story, home)
+        _step(5, "A DBA runs DDL")
+        dba_ddl(story)
+        _step(6, "A contractor, revoked in the middle of a transaction")
+        contractor_revoked(story, base / "admin.sock")
+        embedded.stop()
+        note = runtime.ledger.checkpoint()
+        last = runtime.ledger.size() - 1
+        ok = story.ok
 
-    _step(4, "Signed checkpoint (C2SP tlog-checkpoint in a signed note)")
+    verifier = load_verifier(ledger_dir / VKEY_NAME)
+    _step(7, "Signed checkpoint (C2SP tlog-checkpoint in a signed note)")
     out.print(Panel(note.rstrip("\n"), expand=False))
     saved = note
 
-    _step(5, "Receipt for one decision, checked with the public key alone")
-    target = next(
-        (i for i, e in enumerate(batch, first) if e.decision and e.decision.effect == "deny"),
-        first,
-    )
+    _step(8, "Receipt for a refused statement, checked with the public key alone")
     with Ledger(ledger_dir) as lg:
+        target = next(
+            (i for i, d in lg.entries() if b'"effect":"deny"' in d and b'"kind":"decision"' in d),
+            last,
+        )
         receipt = lg.prove(target)
         entry = lg.entry(target)
     (base / f"entry-{target}.tlog-proof").write_text(receipt.text())
@@ -153,14 +161,14 @@ def demo(
     except VerificationError as exc:
         out.print(f"the same receipt with 'deny' changed to 'allow': [red]rejected[/] ({exc})")
 
-    _step(6, "Full verification")
+    _step(9, "Full verification of everything the gateway recorded")
     report = _verify(ledger_dir, verifier, saved)
     _show(report)
     ok &= bool(report)
 
-    _step(7, f"Attack 1: a copy where entry {target}'s 'deny' became 'allow'")
+    _step(10, f"Attack 1: a copy where entry {target}'s 'deny' became 'allow'")
     copy1 = base / "tampered-copy"
-    shutil.copytree(ledger_dir, copy1)
+    shutil.copytree(ledger_dir, copy1, ignore=shutil.ignore_patterns("*.sock"))
     _attacker(
         copy1 / DB_NAME,
         (
@@ -173,9 +181,9 @@ def demo(
     _show(report)
     ok &= not report and any(f.kind == "modified-entry" for f in report.findings)
 
-    _step(8, "Attack 2: a rollback that removes the newest entries and their checkpoints")
+    _step(11, "Attack 2: a rollback that removes the newest entries and their checkpoints")
     copy2 = base / "rolled-back-copy"
-    shutil.copytree(ledger_dir, copy2)
+    shutil.copytree(ledger_dir, copy2, ignore=shutil.ignore_patterns("*.sock"))
     _attacker(
         copy2 / DB_NAME,
         ("DELETE FROM entries WHERE idx > ?", (last - 3,)),
@@ -184,13 +192,13 @@ def demo(
     out.print("verified on its own, the shortened copy looks complete:")
     alone = _verify(copy2, verifier)
     _show(alone)
-    out.print("verified against the checkpoint the auditor saved in step 3:")
+    out.print("verified against the checkpoint the auditor saved in step 7:")
     report = _verify(copy2, verifier, saved)
     _show(report)
     ok &= not report
 
     out.print()
-    out.print(f"files kept in {base}")
+    out.print(f"files kept in {base}; scratch database {database} kept on PostgreSQL")
     if not ok:
         out.print("[bold red]the demo did not go as expected[/]")
         raise typer.Exit(EXIT_FAILED)

@@ -12,7 +12,6 @@ import json
 import os
 import secrets
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import psycopg
 import pytest
 
 from proctor.config import load_config
+from proctor.gateway.postgres.embedded import Embedded
 from proctor.gateway.postgres.scram import make_verifier
 from proctor.gateway.postgres.server import Gateway
 from proctor.runtime import Runtime, open_runtime
@@ -156,35 +156,12 @@ def run_gateway(config: Path) -> Iterator[Running]:
     """Start a gateway for ``config`` on a thread of its own; stop it afterwards."""
     pg_direct().close()
     runtime = open_runtime(load_config(config))
-    loop = asyncio.new_event_loop()
-    started: dict[str, Any] = {}
-    ready = threading.Event()
-
-    def main() -> None:
-        asyncio.set_event_loop(loop)
-        gw = Gateway(runtime)
-        started["gateway"] = gw
-        try:
-            started["bound"] = loop.run_until_complete(gw.start())
-        except BaseException as exc:
-            started["error"] = exc
-        ready.set()
-        if "error" not in started:
-            loop.run_forever()
-
-    thread = threading.Thread(target=main, daemon=True)
-    thread.start()
-    ready.wait(10)
-    if "error" in started:
-        runtime.close()
-        raise started["error"]
-    gw = started["gateway"]
-    running = Running(started["bound"][0][1], runtime, gw, loop, config.parent)
     try:
-        yield running
+        embedded = Embedded(runtime).start()
+        assert embedded.gateway is not None
+        try:
+            yield Running(embedded.port, runtime, embedded.gateway, embedded.loop, config.parent)
+        finally:
+            embedded.stop()
     finally:
-        asyncio.run_coroutine_threadsafe(gw.close(), loop).result(timeout=10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
         runtime.close()
