@@ -130,6 +130,33 @@ def test_mask_and_max_rows_obligations(gateway: Running, tables: None) -> None:
     assert any("cut this result at 1000 rows" in n for n in notices)
 
 
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT email AS e FROM people",  # renamed
+        "SELECT upper(email) FROM people",  # an expression over it
+        "SELECT id FROM people WHERE email LIKE 'a%'",  # a condition: an oracle
+        "SELECT p FROM people p",  # the whole row as one composite value
+        "SELECT row_to_json(p.*) FROM people p",
+        "SELECT to_json(people) FROM people",
+        "SELECT e FROM people AS p(i, n, e)",  # columns renamed in FROM
+        "SELECT name FROM people UNION ALL SELECT email FROM people",  # under the first arm's name
+        "WITH x AS (SELECT email FROM people) SELECT email FROM x",
+        "SELECT (SELECT email FROM people LIMIT 1) AS name",
+    ],
+)
+def test_a_masked_column_cannot_leave_under_another_name_or_shape(
+    gateway: Running, tables: None, sql: str
+) -> None:
+    with gateway.connect("alice") as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="masks email"):
+            conn.execute(sql)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="masks email"):
+            conn.execute(sql, prepare=True)
+        rows = conn.execute("SELECT p.* FROM people p ORDER BY id LIMIT 1").fetchall()
+        assert rows == [(1, "n1", None)]  # star expansion keeps the real names: masked
+
+
 def test_copy_both_ways(gateway: Running, tables: None) -> None:
     with gateway.connect("erin") as conn:
         with conn.cursor().copy("COPY victims FROM STDIN") as copy:

@@ -208,3 +208,23 @@ def test_settings_and_names_the_gateway_watches() -> None:
     assert first("SELECT query_to_xml('select * from hr.salaries', true, false, '')").action == (
         "admin"
     )
+
+
+@pytest.mark.parametrize(
+    ("sql", "computed"),
+    [
+        ("SELECT id, email FROM people", set()),
+        ("SELECT p.email, p.* FROM people p", set()),
+        ("SELECT email AS email FROM people", set()),
+        ("SELECT email AS e FROM people", {"email"}),
+        ("SELECT id FROM people WHERE email = 'a' ORDER BY name", {"email", "name"}),
+        ("SELECT p FROM people p", {"*"}),
+        ("SELECT count(*) FROM people", set()),
+        ("SELECT array_agg(p.*) FROM people p", {"*"}),
+        ("SELECT a FROM people AS p(a)", {"*"}),
+        ("SELECT id FROM people UNION SELECT id FROM people", {"id"}),
+        ("INSERT INTO t SELECT email FROM people", {"email"}),
+    ],
+)
+def test_columns_computed_with_are_told_from_plain_outputs(sql: str, computed: set[str]) -> None:
+    assert set(analyze(sql).statements[0].computed_columns) == computed

@@ -491,16 +491,33 @@ def _refusal(decided: Decided, statement: Statement) -> tuple[str, str, str] | N
             "neither changes how text is read or what names mean",
             detail,
         )
-    ob = _obligations(decided)
+    refused = _obligation_refusal(_obligations(decided), statement)
+    return None if refused is None else (*refused, detail)
+
+
+def _obligation_refusal(ob: Obligations, statement: Statement) -> tuple[str, str] | None:
+    """Why an allowed statement still must not run under its grant's obligations."""
     if ob.forbids(statement.action):
-        return sqlstate.READ_ONLY, "Proctor allows this session to read only", detail
+        return sqlstate.READ_ONLY, "Proctor allows this session to read only"
+    computed = sorted(ob.mask & statement.computed_columns)
+    if ob.mask and (computed or "*" in statement.computed_columns):
+        return sqlstate.INSUFFICIENT_PRIVILEGE, _mask_refusal(ob.mask, computed)
     if ob.touches_rows and statement.operation == "COPY TO":
         return (
             sqlstate.FEATURE_NOT_SUPPORTED,
             "COPY TO cannot be cut or masked: use SELECT under this grant's max_rows/mask",
-            detail,
         )
     return None
+
+
+def _mask_refusal(mask: frozenset[str], computed: list[str]) -> str:
+    what = ", ".join(computed) or "a whole row or renamed columns"
+    masked = ", ".join(sorted(mask))
+    return (
+        f"Proctor masks {masked} for this grant, so a statement may only return them as "
+        f"plain columns; this one computes with {what} (in a condition, an expression, under "
+        "an alias or in a subquery)"
+    )
 
 
 def _cstr(text: str) -> bytes:

@@ -229,6 +229,12 @@ class Statement:
     """Settings it changes (SET, RESET, set_config); ``*`` when a name is not a constant."""
     redefines: bool = False
     """It creates or drops prepared statements or cursors, names the extended protocol uses."""
+    computed_columns: frozenset[str] = frozenset()
+    """Column names it uses other than as a plain, unrenamed output column of the top-level
+    SELECT (in a condition, an expression, under an alias, in a subquery, a set operation's
+    later arm…), lower-cased; ``*`` for a whole-row value (``t.*`` inside an expression, or a
+    table's name used as a value). A ``mask`` obligation refuses a statement computing from a
+    masked column: its values could leave under another name or shape."""
     """The text with its constants replaced by ``$n`` (what decision events record: a literal
     may be a password or personal data)."""
 
@@ -287,6 +293,10 @@ class Analysis:
         )
 
 
+def _low(name: str | None) -> str:
+    return (name or "").lower()
+
+
 def _unique(items: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
@@ -303,12 +313,53 @@ class _Collector(Visitor):
         self.dml = False  # an INSERT, UPDATE, DELETE or MERGE anywhere in the tree
         self.privileged = False  # a function or setting that changes identity or the server
         self.settings: list[str] = []
+        self.plain: set[int] = set()  # ids of ColumnRefs that are plain top-level outputs
+        self.relations: set[str] = set()  # names and aliases a whole-row value could use
+        self.column_refs: list[ast.ColumnRef] = []
+        self.renamed = False
+
+    def prepare(self, node: Any) -> None:
+        """Note the plain output columns of a top-level SELECT before walking it."""
+        if not isinstance(node, ast.SelectStmt) or node.op != enums.SetOperation.SETOP_NONE:
+            return
+        for target in node.targetList or ():
+            ref = getattr(target, "val", None)
+            if not isinstance(ref, ast.ColumnRef) or not ref.fields:
+                continue
+            last = ref.fields[-1]
+            star = isinstance(last, ast.A_Star)
+            if star or target.name is None or _low(target.name) == _low(last.sval):
+                self.plain.add(id(ref))
+
+    def computed_columns(self) -> frozenset[str]:
+        """See :attr:`Statement.computed_columns`."""
+        out: set[str] = {"*"} if self.renamed else set()
+        for ref in self.column_refs:
+            fields = ref.fields or ()
+            last = fields[-1] if fields else None
+            name = _low(last.sval) if isinstance(last, ast.String) else "*"
+            whole_row = len(fields) == 1 and name in self.relations
+            if whole_row:
+                out.add("*")
+            elif id(ref) not in self.plain:
+                out.add(name)
+        return frozenset(out)
+
+    def visit_ColumnRef(self, _ancestors: Any, node: ast.ColumnRef) -> None:
+        self.column_refs.append(node)
+
+    def visit_Alias(self, _ancestors: Any, node: ast.Alias) -> None:
+        self.relations.add(_low(node.aliasname))
+        if node.colnames:  # FROM t AS x(a, b): columns renamed where the output cannot tell
+            self.renamed = True
 
     def visit_CommonTableExpr(self, _ancestors: Any, node: ast.CommonTableExpr) -> None:
+        self.relations.add(_low(node.ctename))
         if type(node.ctequery).__name__ in _DML:
             self.cte_writes = True
 
     def visit_RangeVar(self, _ancestors: Any, node: ast.RangeVar) -> None:
+        self.relations.add(_low(node.relname))
         parts = [p for p in (node.catalogname, node.schemaname, node.relname) if p]
         self.objects.append(".".join(parts))
 
@@ -368,6 +419,7 @@ def analyze(sql: str) -> Analysis:
 def _statement(text: str, node: Any) -> Statement:
     tag = type(node).__name__
     seen = _Collector()
+    seen.prepare(node)
     seen(node)
     action, operation = _classify(tag, node)
     # A statement is at least as dangerous as anything inside it: WITH x AS (DELETE …)
@@ -395,6 +447,7 @@ def _statement(text: str, node: Any) -> Statement:
         normalized=_normalized(text),
         settings=_unique(seen.settings),
         redefines=tag in _REDEFINES,
+        computed_columns=seen.computed_columns(),
     )
 
 
