@@ -159,3 +159,37 @@ def users_hash(
         if getpass.getpass("again: ") != password:
             raise UsageError("the passwords differ")
     print(make_verifier(password))
+
+
+def _names(value: str | None, option: str) -> list[str] | None:
+    if value is None:
+        return None
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    for n in names:
+        if not n.replace("_", "").replace("-", "").isalnum():
+            raise UsageError(f"{option}: {n!r} is not a role or group name")
+    return names
+
+
+@users_app.command("set")
+@handled
+def users_set(
+    config: ConfigOpt,
+    user: Annotated[str, typer.Argument(help="The Proctor user whose grants change.")],
+    roles: Annotated[
+        str | None, typer.Option("--roles", help="Comma-separated roles (replaces them).")
+    ] = None,
+    groups: Annotated[
+        str | None, typer.Option("--groups", help="Comma-separated groups (replaces them).")
+    ] = None,
+) -> None:
+    """Change a user's roles or groups on the running gateway; their live sessions are
+    re-decided at once and cut when no longer allowed (proctor.toml is not rewritten)."""
+    request: dict[str, Any] = {"op": "set-user", "user": user}
+    for key, value in (("roles", _names(roles, "--roles")), ("groups", _names(groups, "--groups"))):
+        if value is not None:
+            request[key] = value
+    if len(request) == 2:
+        raise UsageError("give --roles or --groups (or both)")
+    n = _admin(config, request)["cut"]
+    out.print(f"{plain(user)}'s grants changed; {n} live session(s) cut")

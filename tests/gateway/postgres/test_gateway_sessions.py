@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -176,3 +180,37 @@ def test_a_takeover_on_one_session_cuts_the_users_others(tmp_path: Path) -> None
         why = next(e for e in connects if e["id"] == revoked[0]["links"]["decision_id"])
         factors = why["risk"]["factors"]
         assert factors[0]["signal"] == "account_risk" and "127.0.0.2" in factors[0]["evidence"]
+
+
+def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "proctor", *map(str, args)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+def test_the_cli_lists_changes_grants_and_revokes_on_a_running_gateway(gateway: Running) -> None:
+    config = gateway.directory / "proctor.toml"
+    alice, erin = gateway.connect("alice"), gateway.connect("erin")
+    listed = cli("sessions", "list", "--config", config, "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert sorted(s["user"] for s in json.loads(listed.stdout)) == ["alice", "erin"]
+    same = cli("users", "set", "alice", "--roles", "analyst,engineer", "--config", config)
+    assert same.returncode == 0 and "0 live session(s) cut" in same.stdout, same.stderr
+    assert alice.execute("SELECT 1").fetchone() == (1,)
+    gone = cli("users", "set", "alice", "--roles", "", "--config", config)  # no role left
+    assert gone.returncode == 0 and "1 live session(s) cut" in gone.stdout, gone.stderr
+    assert_cut(alice)
+    bad = cli("users", "set", "alice", "--roles", "x;y", "--config", config)
+    assert bad.returncode == 2 and "--roles" in bad.stderr
+    revoked = cli(
+        "sessions", "revoke", "--user", "erin", "--reason", "rotation", "--config", config
+    )
+    assert revoked.returncode == 0 and "revoked 1" in revoked.stdout, revoked.stderr
+    assert_cut(erin)
+    with pytest.raises(psycopg.OperationalError):  # later logins get the new (empty) roles
+        gateway.connect("alice")
