@@ -8,6 +8,7 @@ Map of the package (data flows top to bottom):
   checkpoints, tlog-proof receipts, a SQLite store, the group-commit appender and the verifier.
 - ``risk``, ``policy``, ``decision``  an explained risk score, Cedar policies, and the
   decision event that records both.
+- ``identity`` who a client is beyond Proctor's own users: OpenID Connect tokens and their keys.
 - ``gateway``  protocol gateways (PostgreSQL): decide and record every statement before it runs.
 - ``sessions`` live sessions, re-decided when anything changes, cut when no longer allowed.
 - ``runtime``  a configuration's ledger, policies, risk engine and decider, opened together.

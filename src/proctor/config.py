@@ -6,6 +6,8 @@ or an unknown key is reported first (the file is not read further); once the sha
 every cross-check problem (missing files, unknown upstreams, unset variables) is reported
 together. Secrets never sit in the file: an upstream password comes from an
 environment variable or a secret file, read when the gateway connects, and never logged.
+``[oidc]`` names an identity provider whose tokens log in users without a SCRAM verifier; it
+accepts public-key signature algorithms only.
 Paths are relative to the file's own directory.
 """
 
@@ -14,10 +16,11 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 import msgspec
 from msgspec import Meta
@@ -30,6 +33,7 @@ __all__ = [
     "ConfigError",
     "LedgerConfig",
     "Listener",
+    "OidcConfig",
     "PoliciesConfig",
     "RiskSettings",
     "Upstream",
@@ -41,6 +45,12 @@ __all__ = [
 _Name = Annotated[str, Meta(pattern="^[A-Za-z0-9_.-]{1,64}$")]
 _Port = Annotated[int, Meta(ge=1, le=65535)]
 _Positive = Annotated[int, Meta(ge=1)]
+_Claim = Annotated[str, Meta(min_length=1, max_length=256)]
+
+ASYMMETRIC_ALGORITHMS: Final = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+"""Token signature algorithms ``[oidc]`` may accept: public-key ones only (RFC 7518 §3)."""
 
 
 class ConfigError(UsageError):
@@ -139,6 +149,29 @@ class Limits(_Part, frozen=True, kw_only=True):
     connect_timeout_s: Annotated[float, Meta(gt=0, le=600)] = 10.0
 
 
+class OidcConfig(_Part, frozen=True, kw_only=True):
+    """An OpenID Connect provider whose signed tokens (JWTs) log users in (docs/gateway.md)."""
+
+    issuer: _Claim
+    audience: _Claim
+    jwks_url: str | None = None
+    jwks_file: str | None = None
+    algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
+    user_claim: _Claim = "preferred_username"
+    roles_claim: _Claim = "roles"
+    groups_claim: _Claim = "groups"
+    leeway_s: Annotated[int, Meta(ge=0, le=300)] = 30
+    """Clock skew allowed on ``exp``, ``nbf`` and ``iat``."""
+    jwks_refresh_s: Annotated[float, Meta(gt=0, le=86400)] = 300.0
+    """How long fetched keys are used before they are fetched again."""
+    jwks_refetch_s: Annotated[float, Meta(gt=0, le=3600)] = 30.0
+    """The least time between two fetches (an unknown key id asks for one at most this often)."""
+    jwks_timeout_s: Annotated[float, Meta(gt=0, le=60)] = 5.0
+    max_token_bytes: Annotated[int, Meta(ge=1024, le=1 << 20)] = 16384
+    require_tls: bool = True
+    """Accept a token (sent as a cleartext password) only over a TLS connection."""
+
+
 class Config(_Part, frozen=True, kw_only=True):
     """The whole file."""
 
@@ -148,6 +181,7 @@ class Config(_Part, frozen=True, kw_only=True):
     listeners: tuple[Listener, ...]
     upstreams: tuple[Upstream, ...]
     users: tuple[UserEntry, ...] = ()
+    oidc: OidcConfig | None = None
     policies: PoliciesConfig
     ledger: LedgerConfig
     risk: RiskSettings = RiskSettings()
@@ -229,31 +263,88 @@ def _cross_checks(loaded: Loaded, env: Mapping[str, str]) -> list[str]:
             parse_verifier(user.scram_verifier)
         except UsageError as exc:
             out.append(f"users[{i}].scram_verifier: {exc}")
+    if c.oidc is not None:
+        out += _oidc(loaded, c.oidc)
+        if c.oidc.jwks_timeout_s >= c.limits.connect_timeout_s:
+            out.append(
+                "oidc.jwks_timeout_s: must be shorter than limits.connect_timeout_s "
+                "(a login may wait for a key fetch)"
+            )
     if not loaded.path(c.policies.directory).is_dir():
         out.append(f"policies.directory: {c.policies.directory} is not a directory")
     out += _timezone(c.policies.timezone)
     if c.ledger.signer_key is not None:
         out += _readable(loaded, "ledger.signer_key", c.ledger.signer_key, secret=True)
+    out += _risk_checks(loaded, c.risk)
+    return out
+
+
+def _risk_checks(loaded: Loaded, r: RiskSettings) -> list[str]:
+    out: list[str] = []
     for key in ("deny_list", "anonymizer_list"):
-        value = getattr(c.risk, key)
+        value = getattr(r, key)
         if value is not None:
             out += _readable(loaded, f"risk.{key}", value)
-    for i, mmdb in enumerate(c.risk.mmdb):
+    for i, mmdb in enumerate(r.mmdb):
         out += _readable(loaded, f"risk.mmdb[{i}]", mmdb)
-    for i, row in enumerate(c.risk.geo):
+    for i, row in enumerate(r.geo):
         try:
             ipaddress.ip_network(row.cidr, strict=False)
         except ValueError as exc:
             out.append(f"risk.geo[{i}].cidr: {exc}")
         if (row.latitude is None) != (row.longitude is None):
             out.append(f"risk.geo[{i}]: latitude and longitude go together")
-    for label, cidrs in c.risk.labels.items():
+    for label, cidrs in r.labels.items():
         for j, cidr in enumerate(cidrs):
             try:
                 ipaddress.ip_network(cidr, strict=False)
             except ValueError as exc:
                 out.append(f"risk.labels.{label}[{j}]: {exc}")
     return out
+
+
+def _oidc(loaded: Loaded, o: OidcConfig) -> list[str]:
+    out: list[str] = []
+    if (o.jwks_url is None) == (o.jwks_file is None):
+        out.append("oidc: give jwks_url or jwks_file (one of them)")
+    if o.jwks_url is not None:
+        out += _jwks_url(o.jwks_url)
+    if o.jwks_file is not None:
+        out += _readable(loaded, "oidc.jwks_file", o.jwks_file)
+    if not o.algorithms:
+        out.append("oidc.algorithms: name at least one")
+    for i, alg in enumerate(o.algorithms):
+        if alg.lower() == "none" or alg.upper().startswith("HS"):
+            # An unsigned token proves nothing, and an HMAC "verified" with a public key
+            # lets anyone who has the key (everyone) sign: public-key algorithms only.
+            out.append(f"oidc.algorithms[{i}]: {alg} is not accepted (public-key algorithms only)")
+        elif alg not in ASYMMETRIC_ALGORITHMS:
+            out.append(
+                f"oidc.algorithms[{i}]: unknown algorithm {alg!r} "
+                f"(one of {', '.join(sorted(ASYMMETRIC_ALGORITHMS))})"
+            )
+    if o.jwks_refetch_s > o.jwks_refresh_s:
+        out.append("oidc.jwks_refetch_s: must not be longer than jwks_refresh_s")
+    return out
+
+
+def _jwks_url(url: str) -> list[str]:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return [f"oidc.jwks_url: {url!r} is not an http:// or https:// URL"]
+    if parts.scheme == "http" and not _loopback(parts.hostname):
+        # Keys fetched in clear from another machine could be swapped on the way.
+        return ["oidc.jwks_url: plain http is allowed only to a loopback address; use https"]
+    return []
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _readable(loaded: Loaded, key: str, value: str, *, secret: bool = False) -> list[str]:

@@ -18,6 +18,7 @@ from proctor.decision import Decider, record_reloads
 from proctor.errors import UsageError
 from proctor.gateway.postgres.scram import parse_verifier
 from proctor.gateway.postgres.startup import Account, Login, UpstreamLogin
+from proctor.identity.jwks import JwksClient
 from proctor.ledger.ledger import DB_NAME, SKEY_NAME, VKEY_NAME, Ledger, load_signer
 from proctor.ledger.note import Signer
 from proctor.policy.archive import PolicyArchive
@@ -52,6 +53,9 @@ class Runtime:
     def close(self) -> None:
         """Stop watching policies, then close baselines, archive and ledger (in that order)."""
         self.policies.close()
+        for login in self.logins.values():
+            if login.oidc is not None:
+                login.oidc.close()
         self.baselines.close()
         self.archive.close()
         self.ledger.close()
@@ -105,6 +109,10 @@ def _logins(loaded: Loaded, environ: Mapping[str, str] | None) -> dict[str, Logi
     c = loaded.config
     accounts = {u.name: Account(u, parse_verifier(u.scram_verifier)) for u in c.users}
     upstreams = {u.name: u for u in c.upstreams}
+    oidc = None
+    if c.oidc is not None:
+        source = c.oidc.jwks_url or str(loaded.path(c.oidc.jwks_file or ""))
+        oidc = JwksClient(c.oidc, source)
     out = {}
     for listener in c.listeners:
         up = upstreams[listener.upstream]
@@ -113,6 +121,7 @@ def _logins(loaded: Loaded, environ: Mapping[str, str] | None) -> dict[str, Logi
             upstream=UpstreamLogin(up, read_secret(loaded, up, environ)),
             accounts=accounts,
             tls=listener.tls_cert is not None,
+            oidc=oidc,
         )
     return out
 

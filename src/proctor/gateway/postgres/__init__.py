@@ -6,7 +6,8 @@ Sans-IO core, each module one step of a connection:
 - ``sql``       statements read with PostgreSQL's own parser (pglast)
 - ``scram``     SCRAM-SHA-256 both ways (clients to Proctor, Proctor to the server), md5
 - ``commands``  the I/O steps the core asks for (read, send, connect, record, wait)
-- ``startup``   from the first packet to ReadyForQuery: TLS, login, connect decision
+- ``startup``   from the first packet to ReadyForQuery: TLS, login (SCRAM or a token),
+  connect decision
 - ``session``   each client message: decide, record, forward or refuse (sentinel)
 - ``replies``   each server message: match it to its request, obligations, outcomes
 

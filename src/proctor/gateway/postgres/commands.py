@@ -9,8 +9,12 @@ as the exception it raised.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from proctor.events.schema import Event
+
+if TYPE_CHECKING:
+    from proctor.identity.jwks import JwksClient
 
 __all__ = [
     "Command",
@@ -20,6 +24,7 @@ __all__ = [
     "Record",
     "SendClient",
     "SendUpstream",
+    "SigningKey",
     "StartTLS",
     "WaitReplies",
 ]
@@ -68,6 +73,14 @@ class Record(Command):
     """Append events to the ledger and wait until they are durable: no log, no access."""
 
     events: tuple[Event, ...]
+
+
+@dataclass(frozen=True)
+class SigningKey(Command):
+    """The identity provider's key ``kid``, its key set fetched first when due; a JWK."""
+
+    keys: JwksClient
+    kid: str
 
 
 @dataclass(frozen=True)

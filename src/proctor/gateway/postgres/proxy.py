@@ -12,7 +12,8 @@ the two sockets, start TLS, connect upstream, and await the ledger. Per connecti
   cut (no log, no access).
 
 :class:`Connection` is also the registry's view of a live session (``sessions/registry.py``):
-``recheck`` re-decides it, ``cut`` ends it with a FATAL error at once and records why.
+``recheck`` re-decides it, ``cut`` ends it with a FATAL error at once and records why. A
+session logged in with a token is cut when the token expires.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import hmac
 import logging
 import ssl
 import struct
+import time
 from collections import deque
 from collections.abc import Generator
 from typing import Any, Final
@@ -44,6 +46,7 @@ from proctor.gateway.postgres.commands import (
     Record,
     SendClient,
     SendUpstream,
+    SigningKey,
     StartTLS,
     WaitReplies,
 )
@@ -174,6 +177,7 @@ class Connection:
         self._background: set[asyncio.Task[None]] = set()
         self._cutting = False
         self._recheck: asyncio.TimerHandle | None = None
+        self._expiry: asyncio.TimerHandle | None = None
         self._answered = asyncio.Event()
 
     # -- LiveSession (sessions/registry.py) -----------------------------------------------------
@@ -272,6 +276,10 @@ class Connection:
         registry.add(self)
         if session.connect is not None:
             self._schedule_recheck(session.connect)
+        if session.identity.expires is not None:  # a token login ends with its token
+            self._expiry = asyncio.get_running_loop().call_later(
+                max(0.0, session.identity.expires - time.time()), self.cut, "token expired", None
+            )
         self._flush()
         self._pumps = [
             asyncio.create_task(self._client_pump(session)),
@@ -291,8 +299,9 @@ class Connection:
                     log.error("session %s failed: %r", session.id, exc)
         finally:
             registry.remove(session.id)
-            if self._recheck is not None:
-                self._recheck.cancel()
+            for timer in (self._recheck, self._expiry):
+                if timer is not None:
+                    timer.cancel()
             for task in self._pumps:
                 task.cancel()
             await asyncio.gather(*self._pumps, return_exceptions=True)
@@ -377,6 +386,8 @@ class Connection:
             return await self._read_client()
         if isinstance(cmd, ReadUpstream):
             return await self._read_upstream()
+        if isinstance(cmd, SigningKey):
+            return await cmd.keys.key(cmd.kid)
         if isinstance(cmd, OpenUpstream):
             up = self.listener.login.upstream.config
             self.up_reader, self.up_writer = await asyncio.open_connection(

@@ -103,6 +103,8 @@ class Identity:
     database: str
     gateway: str
     application: str | None = None
+    expires: float | None = None
+    """When the login's token expires (Unix seconds): the session is cut then."""
 
 
 @dataclass

@@ -6,7 +6,10 @@
    GSSENCRequest → ``N``; CancelRequest is returned for the shell to route.
 2. StartupMessage: the database must be the one this listener serves.
 3. SCRAM-SHA-256 against the user's stored verifier (unknown users run the same exchange and
-   fail the same way). A failure is recorded (``auth.failed``) and feeds the risk baselines.
+   fail the same way). With ``[oidc]`` configured, a user with no verifier is asked for a
+   cleartext password instead, which must be a token (JWT) from the identity provider
+   (``identity/oidc.py``; only over TLS unless ``require_tls = false``). A failure is recorded
+   (``auth.failed``, with its reason) and feeds the risk baselines.
 4. The ``connect`` request is decided and its decision recorded before anything else: a deny
    or step-up ends the login with the policy's reason; no ledger, no login.
 5. The gateway logs into the upstream with its own credentials (SCRAM-SHA-256, md5, password
@@ -38,6 +41,7 @@ from proctor.gateway.postgres.commands import (
     Record,
     SendClient,
     SendUpstream,
+    SigningKey,
     StartTLS,
 )
 from proctor.gateway.postgres.protocol import (
@@ -61,6 +65,14 @@ from proctor.gateway.postgres.scram import (
 )
 from proctor.gateway.postgres.session import Identity, Session
 from proctor.gateway.postgres.sql import Analyzer
+from proctor.identity.jwks import JwksClient
+from proctor.identity.oidc import (
+    KeysUnavailable,
+    TokenError,
+    TokenLogin,
+    check_token,
+    read_header,
+)
 
 __all__ = ["Account", "Login", "UpstreamLogin", "handshake"]
 
@@ -112,6 +124,8 @@ class Login:
     accounts: dict[str, Account]
     """Shared by every listener; ``set-user`` updates it in place."""
     tls: bool
+    oidc: JwksClient | None = None
+    """Token logins for users without a verifier (``[oidc]``), shared by every listener."""
 
 
 class _Refused(Exception):
@@ -134,10 +148,10 @@ def handshake(
 ) -> Generator[Any, Any, Session | CancelRequest | None]:
     """Run one connection's startup; a ready Session, a CancelRequest to route, or None."""
     try:
-        first = yield from _startup(login)
+        first, secure = yield from _startup(login)
         if isinstance(first, CancelRequest):
             return first
-        return (yield from _login(login, decider, analyzer, client, first))
+        return (yield from _login(login, decider, analyzer, client, first, secure))
     except _Refused as refused:
         yield SendClient(refused.packet)
         return None
@@ -146,17 +160,22 @@ def handshake(
         return None
 
 
-def _startup(login: Login) -> Generator[Any, Any, StartupMessage | CancelRequest]:
+def _startup(
+    login: Login,
+) -> Generator[Any, Any, tuple[StartupMessage | CancelRequest, bool]]:
+    """The startup packet, and whether the connection is now TLS."""
+    secure = False
     while True:
         msg = yield ReadClient()
         if isinstance(msg, SSLRequest):
             yield SendClient(b"S" if login.tls else b"N")
             if login.tls:
                 yield StartTLS()
+                secure = True
         elif isinstance(msg, GSSENCRequest):
             yield SendClient(b"N")
         elif isinstance(msg, CancelRequest | StartupMessage):
-            return msg
+            return msg, secure
         else:
             raise ProtocolError("expected a startup packet")
 
@@ -167,6 +186,7 @@ def _login(
     analyzer: Analyzer,
     client: tuple[str, int],
     startup: StartupMessage,
+    secure: bool,
 ) -> Generator[Any, Any, Session | None]:
     params = startup.parameters
     user = params.get("user", "")
@@ -195,20 +215,26 @@ def _login(
         body += b"".join(o.encode() + b"\x00" for o in options)
         yield SendClient(Raw(b"v", body).encode())
     account = login.accounts.get(user)
-    server_final = yield from _authenticate(account, user)
-    entry = account.entry if account is not None else None
-    if server_final is None or entry is None:
-        yield from _auth_failed(decider, user, client)
-        raise _Refused(
-            sqlstate.INVALID_PASSWORD, f'password authentication failed for user "{user}"'
+    expires: float | None = None
+    if account is None and login.oidc is not None:
+        token = yield from _token(login.oidc, user, secure, decider, client)
+        principal, expires, proof = token.principal, token.expires, b""
+    else:
+        server_final = yield from _authenticate(account, user)
+        if server_final is None or account is None:
+            yield from _auth_failed(decider, user, client)
+            raise _Refused(
+                sqlstate.INVALID_PASSWORD, f'password authentication failed for user "{user}"'
+            )
+        entry = account.entry
+        principal = Principal(
+            id=entry.name,
+            kind=entry.kind,
+            roles=entry.roles,
+            groups=entry.groups,
+            auth_method="scram",
         )
-    principal = Principal(
-        id=entry.name,
-        kind=entry.kind,
-        roles=entry.roles,
-        groups=entry.groups,
-        auth_method="scram",
-    )
+        proof = _auth(12, server_final)  # AuthenticationSASLFinal
     identity = Identity(
         principal=principal,
         client_ip=client[0],
@@ -217,6 +243,7 @@ def _login(
         database=up.database,
         gateway=login.gateway,
         application=params.get("application_name"),
+        expires=expires,
     )
     session = Session(
         identity, decider, analyzer, session_id=str(uuid.uuid4()), started_ns=now_ns()
@@ -243,7 +270,7 @@ def _login(
     greeting = yield from _upstream_login(login.upstream, params, session)
     session.key = (secrets.randbits(31), secrets.token_bytes(4))
     key = Raw(b"K", _INT32.pack(session.key[0]) + session.key[1]).encode()
-    yield SendClient(_auth(12, server_final) + _auth(0) + greeting + key + Raw(b"Z", b"I").encode())
+    yield SendClient(proof + _auth(0) + greeting + key + Raw(b"Z", b"I").encode())
     session.outbox.append(
         session.event(
             "session.start",
@@ -290,20 +317,87 @@ def _authenticate(account: Account | None, user: str) -> Generator[Any, Any, byt
         return None
 
 
-def _auth_failed(decider: Decider, user: str, client: tuple[str, int]) -> Generator[Any, Any, None]:
-    """Record a failed login and tell the risk baselines."""
+def _token(
+    keys: JwksClient, user: str, secure: bool, decider: Decider, client: tuple[str, int]
+) -> Generator[Any, Any, TokenLogin]:
+    """A token (JWT) sent as a cleartext password, checked (``identity/oidc.py``)."""
+    config = keys.config
+    if config.require_tls and not secure:
+        # Asked before the client sends anything: a bearer token read off the wire logs in.
+        reason = "a token login needs a TLS connection (sslmode=require)"
+        state = sqlstate.INVALID_AUTHORIZATION
+        yield from _auth_failed(
+            decider, user, client, method="jwt", reason=reason, state=state, count=False
+        )
+        raise _Refused(state, f"Proctor refused the login: {reason}")
+    yield SendClient(_auth(3))  # AuthenticationCleartextPassword
+    msg = yield ReadClient()
+    if isinstance(msg, Terminate):
+        raise _Refused(sqlstate.INVALID_PASSWORD, "the client left during authentication")
+    if not (isinstance(msg, Raw) and msg.type == b"p"):
+        raise ProtocolError("expected PasswordMessage")
+    if not msg.body.endswith(b"\x00") or b"\x00" in msg.body[:-1]:
+        raise ProtocolError("PasswordMessage: malformed")
     try:
-        decider.risk.baselines.record_auth_failure(user, now_ns())
-    except Exception:
-        log.exception("could not count a failed login")
+        if not _printable(user):
+            raise TokenError("the user name cannot be a token's user")
+        try:
+            token = msg.body[:-1].decode("ascii")
+        except UnicodeDecodeError:
+            raise TokenError("the password is not a well-formed signed token (JWT)") from None
+        kid, alg = read_header(token, config)
+        try:
+            jwk = yield SigningKey(keys, kid)
+        except TokenError:
+            raise
+        except Exception as exc:
+            log.exception("the identity provider's keys could not be looked up")
+            raise KeysUnavailable("the identity provider's keys are not available") from exc
+        return check_token(token, alg, jwk, user, config)
+    except TokenError as exc:
+        yield from _auth_failed(
+            decider,
+            user,
+            client,
+            method="jwt",
+            reason=str(exc),
+            state=exc.sqlstate,
+            count=exc.client_fault,
+        )
+        raise _Refused(
+            exc.sqlstate, f'token authentication failed for user "{user}": {exc}'
+        ) from None
+
+
+def _auth_failed(
+    decider: Decider,
+    user: str,
+    client: tuple[str, int],
+    *,
+    method: str = "scram",
+    reason: str | None = None,
+    state: str = sqlstate.INVALID_PASSWORD,
+    count: bool = True,
+) -> Generator[Any, Any, None]:
+    """Record a failed login and, when the client is to blame, tell the risk baselines."""
+    if count:
+        try:
+            decider.risk.baselines.record_auth_failure(user, now_ns())
+        except Exception:
+            log.exception("could not count a failed login")
     stamp, clock = decider.clock.now()
     event = Event(
         id=new_event_id(),
         kind="auth.failed",
         time=format_time(stamp),
         clock=clock,
-        actor=Actor(id=user if _printable(user) else "(invalid)", kind="human", ip=client[0]),
-        outcome=Outcome(status="error", sqlstate=sqlstate.INVALID_PASSWORD),
+        actor=Actor(
+            id=user if _printable(user) else "(invalid)",
+            kind="human",
+            auth_method=method,
+            ip=client[0],
+        ),
+        outcome=Outcome(status="error", sqlstate=state, message=reason),
         source=Source(system="proctor", gateway=decider.gateway, address=_address(client)),
     )
     try:
