@@ -61,3 +61,24 @@ def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
         Baselines(bad)
     with pytest.raises(StorageError, match="cannot open policy archive"):
         PolicyArchive(bad)
+
+
+def test_statement_counts_are_written_behind_and_on_close(tmp_path: Path) -> None:
+    path = tmp_path / "b.sqlite"
+    b = Baselines(path, statement_flush_s=3600)
+    for rows in (1, 2, 3):
+        b.learn_statement("dana", rows, per_minute=4)
+    assert b.user("dana").statements == 3  # assessments read memory at once
+    peek = Baselines(path)
+    assert peek.user("dana").statements == 0  # not on disk yet: written behind
+    peek.close()
+    b.close()  # closing writes what was held back
+    again = Baselines(path)
+    assert (again.user("dana").statements, again.user("dana").rows_sum) == (3, 6)
+    again.close()
+    now = Baselines(path, statement_flush_s=0)  # no window: every statement is written
+    now.learn_statement("erin", 5)
+    peek = Baselines(path)
+    assert peek.user("erin").statements == 1
+    peek.close()
+    now.close()

@@ -93,8 +93,15 @@ class SessionFacts:
 class Baselines:
     """Per-user and population baselines in one SQLite file; safe to share between threads."""
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, statement_flush_s: float = 1.0) -> None:
         self.path = path
+        # Statement counts are written behind, at most once per ``statement_flush_s`` (and on
+        # close): a gateway learns after every statement, and one SQLite transaction each
+        # would cost more than the rest of the learning. A crash loses at most that window
+        # of counts; the counts in memory are the ones assessments read.
+        self.statement_flush_ns = int(statement_flush_s * 1e9)
+        self._dirty: dict[str, UserBaseline] = {}
+        self._flushed_ns = time.monotonic_ns()
         self._db = open_side_db(path, "baselines", _SCHEMA)
         self._lock = threading.Lock()
         self._cache: dict[str, UserBaseline] = {}
@@ -108,8 +115,16 @@ class Baselines:
         )
 
     def close(self) -> None:
-        """Close the database."""
+        """Write what is still held back, then close the database."""
+        with self._lock:
+            self._flush_statements()
         self._db.close()
+
+    def _flush_statements(self) -> None:
+        if self._dirty:
+            self._write([], list(self._dirty.items()))
+            self._dirty.clear()
+        self._flushed_ns = time.monotonic_ns()
 
     def user(self, user: str) -> UserBaseline:
         """The user's baseline (empty for a user never seen)."""
@@ -145,6 +160,7 @@ class Baselines:
             if facts.lat_e6 is not None and facts.lon_e6 is not None:
                 b.last_lat_e6, b.last_lon_e6, b.last_ns = facts.lat_e6, facts.lon_e6, facts.time_ns
             self.users += new_user
+            self._dirty.pop(user, None)  # this write carries its statement counts too
             self._write(rows, [(user, b), (POPULATION, self.population)])
 
     def learn_statement(self, user: str, rows: int, per_minute: int | None = None) -> None:
@@ -160,7 +176,9 @@ class Baselines:
                 b.rate_sum += per_minute
                 b.rate_sumsq += per_minute * per_minute
             b.version += 1
-            self._write([], [(user, b)])
+            self._dirty[user] = b
+            if time.monotonic_ns() - self._flushed_ns >= self.statement_flush_ns:
+                self._flush_statements()
 
     def record_auth_failure(self, user: str, time_ns: int | None = None) -> None:
         """Count a failed authentication (kept an hour, never learned as normal)."""

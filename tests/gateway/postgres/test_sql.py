@@ -228,3 +228,34 @@ def test_settings_and_names_the_gateway_watches() -> None:
 )
 def test_columns_computed_with_are_told_from_plain_outputs(sql: str, computed: set[str]) -> None:
     assert set(analyze(sql).statements[0].computed_columns) == computed
+
+
+def test_statements_differing_only_in_constants_share_one_analysis() -> None:
+    a = Analyzer()
+    first = a.analyze("SELECT abalance FROM accounts WHERE aid = 1")
+    again = a.analyze("SELECT abalance FROM accounts WHERE aid = 22")
+    assert (a.misses, a.shape_hits) == (1, 1)
+    assert again.statements[0].text == "SELECT abalance FROM accounts WHERE aid = 22"
+    assert again.action_info() == first.action_info()
+    hidden = a.analyze("SELECT abalance FROM accounts WHERE aid = 'x; DROP TABLE accounts'")
+    assert hidden.action == "read" and a.shape_hits == 2  # a constant stays a constant
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        (
+            "SELECT set_config('application_name', 'x', false)",
+            "SELECT set_config('role', 'x', false)",
+        ),
+        ("EXPLAIN (ANALYZE false) DELETE FROM t", "EXPLAIN (ANALYZE true) DELETE FROM t"),
+        ("SET work_mem = '1MB'", "SET work_mem = '2MB'"),
+        ("SELECT 1; SELECT 2", "SELECT 3; SELECT 4"),
+    ],
+)
+def test_where_a_constant_can_matter_each_text_is_analysed(one: str, other: str) -> None:
+    a = Analyzer()
+    a.analyze(one)
+    second = a.analyze(other)
+    assert a.shape_hits == 0 and a.misses == 2
+    assert second == analyze(other)

@@ -14,6 +14,7 @@ guard most.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from dataclasses import dataclass
@@ -229,6 +230,8 @@ class Statement:
     """Settings it changes (SET, RESET, set_config); ``*`` when a name is not a constant."""
     redefines: bool = False
     """It creates or drops prepared statements or cursors, names the extended protocol uses."""
+    tag: str = ""
+    """pglast's node name for the statement (``SelectStmt``…)."""
     computed_columns: frozenset[str] = frozenset()
     """Column names it uses other than as a plain, unrenamed output column of the top-level
     SELECT (in a condition, an expression, under an alias, in a subquery, a set operation's
@@ -447,6 +450,7 @@ def _statement(text: str, node: Any) -> Statement:
         normalized=_normalized(text),
         settings=_unique(seen.settings),
         redefines=tag in _REDEFINES,
+        tag=tag,
         computed_columns=seen.computed_columns(),
     )
 
@@ -541,12 +545,25 @@ def _classify(tag: str, node: Any) -> tuple[ActionClass, str]:
     return _CLASS.get(tag, "admin"), operation
 
 
+_SHAPE_TAGS: Final = frozenset({"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt"})
+
+
 class Analyzer:
-    """``analyze`` with an LRU cache by exact text (analyses never change for a text)."""
+    """``analyze`` with two LRU caches.
+
+    By exact text: an analysis never changes for a text. By *shape* (pglast's normalized text,
+    constants replaced by ``$n``, a few µs to compute): applications and ORMs on the simple
+    protocol send the same statement with other constants every time, and for a single plain
+    SELECT, INSERT, UPDATE or DELETE nothing this module reports depends on a constant, so the
+    analysis of one text serves every text of its shape. Not for anything else: a constant
+    can matter there (``set_config('role', …)``, ``EXPLAIN (ANALYZE false)``, SET values).
+    """
 
     def __init__(self, size: int = 4096) -> None:
         self._cache: Lru[str, Analysis] = Lru(size)
+        self._shapes: Lru[str, Statement] = Lru(size)
         self.hits = 0  # counters for tests and diagnostics (not locked: approximate)
+        self.shape_hits = 0
         self.misses = 0
 
     def analyze(self, sql: str) -> Analysis:
@@ -555,8 +572,23 @@ class Analyzer:
         if found is not None:
             self.hits += 1
             return found
-        result = analyze(sql)
-        self.misses += 1
+        try:
+            shape = str(pglast.parser.normalize(sql))
+        except pglast.parser.ParseError as exc:
+            raise SqlError(f"SQL does not parse: {exc}") from None
+        same = self._shapes.get(shape)
+        if same is not None:
+            self.shape_hits += 1
+            result = Analysis((dataclasses.replace(same, text=sql),))
+        else:
+            self.misses += 1
+            result = analyze(sql)
+            if len(result.statements) == 1 and _shape_reusable(result.statements[0]):
+                self._shapes.put(shape, result.statements[0])
         if len(sql) <= MAX_CACHED_TEXT:  # a few huge texts must not fill memory
             self._cache.put(sql, result)
         return result
+
+
+def _shape_reusable(s: Statement) -> bool:
+    return s.tag in _SHAPE_TAGS and "set_config" not in s.functions and not s.settings
