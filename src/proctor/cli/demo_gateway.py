@@ -34,7 +34,7 @@ from proctor.gateway.postgres.scram import make_verifier
 from proctor.gateway.postgres.server import admin_request
 from proctor.runtime import Runtime, open_runtime
 
-__all__ = ["PG_ADMIN", "SCRATCH_DB", "GatewayStory"]
+__all__ = ["GEO_ROWS", "PG_ADMIN", "SCRATCH_DB", "GatewayStory"]
 
 SCRATCH_DB: Final = "proctor_demo"
 PG_ADMIN: Final = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=5"
@@ -54,6 +54,22 @@ CREATE SCHEMA hr;
 CREATE TABLE hr.salaries (who text, amount int);
 INSERT INTO hr.salaries VALUES ('Ada', 9000);
 """
+GEO_ROWS: Final = """
+[[risk.geo]]
+cidr = "127.0.0.1/32"
+country = "DE"
+city = "Berlin"
+latitude = 52.52
+longitude = 13.405
+
+[[risk.geo]]
+cidr = "127.0.0.2/32"
+country = "BR"
+city = "Sao Paulo"
+latitude = -23.55
+longitude = -46.63
+"""
+"""Where the demo's two loopback addresses are: 127.0.0.1 in Berlin, 127.0.0.2 in Sao Paulo."""
 _CONFIG: Final = """
 gateway = "proctor-demo"
 admin_socket = "admin.sock"
@@ -79,20 +95,7 @@ directory = "ledger"
 [risk]
 sensitivity = [["{db}/hr.*", "restricted"]]
 
-[[risk.geo]]
-cidr = "127.0.0.1/32"
-country = "DE"
-city = "Berlin"
-latitude = 52.52
-longitude = 13.405
-
-[[risk.geo]]
-cidr = "{abroad}/32"
-country = "BR"
-city = "Sao Paulo"
-latitude = -23.55
-longitude = -46.63
-"""
+{geo}"""
 
 
 def prepare_database(name: str) -> None:
@@ -118,7 +121,7 @@ def write_config(base: Path, policies: Path, database: str) -> tuple[Path, dict[
         for u, (grant, _) in USERS.items()
     )
     path = base / "proctor.toml"
-    path.write_text(_CONFIG.format(db=database, abroad=ABROAD) + users)
+    path.write_text(_CONFIG.format(db=database, geo=GEO_ROWS) + users)
     return path, passwords
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from proctor.cli.demo_gateway import GEO_ROWS
 from proctor.cli.relay import Relay
 from tests.gateway.postgres.conftest import ROOT, Running, pg_direct, run_gateway, write_config
 
@@ -138,25 +139,8 @@ def test_examples_policies_are_unchanged_by_the_tests() -> None:
     assert '@id("contractors-read-only")' in (ROOT / "examples/policies/base.cedar").read_text()
 
 
-TRAVEL = """
-[[risk.geo]]
-cidr = "127.0.0.1/32"
-country = "DE"
-city = "Berlin"
-latitude = 52.52
-longitude = 13.405
-
-[[risk.geo]]
-cidr = "127.0.0.2/32"
-country = "BR"
-city = "Sao Paulo"
-latitude = -23.55
-longitude = -46.63
-"""
-
-
 def test_a_takeover_on_one_session_cuts_the_users_others(tmp_path: Path) -> None:
-    config = write_config(tmp_path, extra=TRAVEL)
+    config = write_config(tmp_path, extra=GEO_ROWS)
     config.write_text(config.read_text().replace("[risk]\n", '[risk]\nscorer = "rules"\n'))
     for gateway in run_gateway(config):
         home = gateway.connect("alice")  # from Berlin: her first session teaches where she is
