@@ -194,3 +194,23 @@ def test_asyncpg_through_the_gateway(gateway: Running, tables: None) -> None:
     rows, counted = asyncio.run(run())
     assert rows == [(1, "n1"), (2, "n2")] and counted == 10
     assert victims() == 3
+
+
+def test_errors_in_the_extended_protocol_leave_the_session_usable(
+    gateway: Running, tables: None
+) -> None:
+    # The server fails the Parse and skips to Sync while the gateway may still be recording
+    # the decision of the Bind/Execute behind it: those must be dropped, as the server drops
+    # them, or the replies get out of step (found by the session fuzzer).
+    with gateway.connect("erin") as conn:
+        for _ in range(15):
+            with pytest.raises(psycopg.errors.UndefinedColumn):
+                conn.execute("SELECT nocolumn FROM people WHERE id = %s", (1,))
+            assert conn.execute("SELECT %s::int", (7,)).fetchone() == (7,)
+
+
+@pytest.mark.parametrize("sql", ["", ";", "-- only a comment"])
+def test_an_empty_query_is_answered_not_refused(gateway: Running, sql: str) -> None:
+    with gateway.connect("alice") as conn:
+        assert conn.execute(sql).description is None  # EmptyQueryResponse, no error
+        assert conn.execute("SELECT 1").fetchone() == (1,)

@@ -124,22 +124,27 @@ class Replies:
         """A definition (Parse, Bind, Close) succeeded (``ok``), failed, or was skipped after
         an earlier error (``ran=False``)."""
         s = self.session
+        # A definition is believed only while it is still the latest the gateway sent for
+        # its name: one superseded since, or forgotten by a SQL PREPARE/DECLARE/DEALLOCATE…
+        # (pending set to None), may no longer be what the server holds under that name.
         if e.kind == "1" and e.prepared is not None:
             name, prepared = e.prepared
-            if s.pending_prepared.get(name, (None, None))[1] is prepared:
+            latest = s.pending_prepared.get(name, (None, None))[1] is prepared
+            if latest:
                 del s.pending_prepared[name]
-            if ok:
+            if ok and latest:
                 s.prepared[name] = prepared
-            elif name == "" and ran:
-                s.prepared.pop("", None)  # PostgreSQL dropped the old unnamed statement first
+            elif ok or (name == "" and ran):
+                s.prepared.pop(name, None)  # stale, or the old unnamed statement dropped
         elif e.kind == "2":
             name = e.portal_name
-            if s.pending_portals.get(name) == (e.batch, e.portal):
+            latest = s.pending_portals.get(name) == (e.batch, e.portal)
+            if latest:
                 del s.pending_portals[name]
-            if ok and e.portal is not None:
+            if ok and latest and e.portal is not None:
                 s.portals[name] = e.portal
             elif (ok or name == "") and ran:
-                s.portals.pop(name, None)  # unbound, or the old unnamed portal dropped
+                s.portals.pop(name, None)  # unbound, stale, or the old unnamed portal dropped
         elif e.kind == "3" and e.target is not None:
             which, name = e.target
             pending = s.pending_prepared if which == b"S" else s.pending_portals

@@ -276,6 +276,8 @@ class Session:
             yield from self._parse(msg)
         elif isinstance(msg, Bind):
             prepared = yield from self._resolve(self.pending_prepared, self.prepared, msg.statement)
+            if self.replies.skipping:  # an earlier message failed meanwhile: see _refuse_extended
+                return
             portal = Portal(prepared, columns=prepared.columns) if prepared is not None else None
             self.pending_portals[msg.portal] = (self.batch, portal)
             self._expect(Expect("2", portal_name=msg.portal, portal=portal))
@@ -379,6 +381,8 @@ class Session:
 
     def _execute(self, msg: Execute) -> Generator[Command, Any, None]:
         portal = yield from self._resolve(self.pending_portals, self.portals, msg.portal)
+        if self.replies.skipping:  # an earlier message failed while this one waited
+            return
         if portal is None:
             # A portal Proctor did not see bound (e.g. over a statement PREPAREd in SQL):
             # what it runs is unknown, so it does not run.
@@ -397,6 +401,9 @@ class Session:
         if refusal is not None:
             yield from self._refuse_extended(*refusal)
             return
+        if self.replies.skipping:  # an earlier message failed while this one was recorded
+            self.outcome(Run(decided[0], NO_OBLIGATIONS), "cancelled", rows=None, state=None)
+            return
         if stmts[0].redefines:
             self._forget_names()
         self.copy_open |= stmts[0].operation == "COPY FROM"
@@ -412,6 +419,8 @@ class Session:
         self, decided: Sequence[Decided], statements: Sequence[Statement]
     ) -> Generator[Command, Any, tuple[str, str, str] | None]:
         """Record the decisions (no log, no access), then the first refusal, if any."""
+        if not decided:  # an empty query string ('', ';', a comment): nothing runs, nothing to log
+            return None
         self.stats.statements += len(decided)
         self.stats.recent.extend([time.monotonic_ns()] * len(decided))
         try:
@@ -453,6 +462,11 @@ class Session:
     def _refuse_extended(
         self, state: str, message: str, detail: str = ""
     ) -> Generator[Command, Any, None]:
+        if self.replies.skipping:
+            # An earlier message of this batch failed while this one was being decided: the
+            # server now discards everything up to Sync, so this one is dropped as the server
+            # would drop it (sending it would leave a reply expected that never comes).
+            return
         self._expect(Expect("1", error=error_response(state, message, detail)))
         sentinel = Parse(f"proctor_refused_{new_event_id()}", SENTINEL_SQL, ())
         yield SendUpstream(_parse_message(sentinel))
