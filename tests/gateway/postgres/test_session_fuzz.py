@@ -69,7 +69,13 @@ from proctor.errors import StorageError
 from proctor.events.context import Principal
 from proctor.events.ids import now_ns
 from proctor.events.schema import Event
-from proctor.gateway.postgres.commands import Command, Record, SendUpstream, WaitReplies
+from proctor.gateway.postgres.commands import (
+    Command,
+    Record,
+    SendClient,
+    SendUpstream,
+    WaitReplies,
+)
 from proctor.gateway.postgres.protocol import (
     BackendReader,
     Bind,
@@ -1035,16 +1041,6 @@ class Driver:
         self.epilogue = False
         self.why = ""
         self.trace: list[str] = []
-        self.forgotten: set[int] = set()
-        self.tainted = False
-        forget = self.session._forget_names
-
-        def watched_forget() -> None:  # which definitions were in flight when names were forgotten
-            queue = self.session.replies.queue
-            self.forgotten.update(id(e) for e in queue if e.kind in ("1", "2"))
-            forget()
-
-        self.session._forget_names = watched_forget  # type: ignore[method-assign]
 
     def known_bug(self, what: str) -> None:
         """End the example quietly: a bug pinned by its own xfail test showed."""
@@ -1101,6 +1097,8 @@ class Driver:
         """Whether a reply is handled now; less often in the middle of a client step."""
         if self.cmd is None:
             return bool(self.draw(BOOLEANS))
+        if isinstance(self.cmd, SendUpstream | SendClient):
+            return False  # proxy._do writes these before it first awaits: nothing comes between
         return self.draw(MID_STEP) == 1
 
     def _waiting(self) -> bool:
@@ -1153,14 +1151,8 @@ class Driver:
         if isinstance(cmd, Record):
             self._record(cmd)
         elif isinstance(cmd, SendUpstream):
-            skipping = self.session.replies.skipping and cmd.data[:1] != b"S"
-            if skipping and self.tolerate_known_bugs:
-                # KNOWN BUG (test_a_message_decided_while_an_error_arrives_is_not_forwarded):
-                # `skipping` was checked when the message arrived; an ErrorResponse handled
-                # while the session waited (Record, WaitReplies) started PostgreSQL's skip,
-                # and the message still goes up, expecting an answer that never comes: the
-                # session ends with 08P01 at the next ReadyForQuery.
-                self.known_bug("forwarded while PostgreSQL skips to Sync")
+            if self.session.replies.skipping and cmd.data[:1] != b"S":
+                raise AssertionError("forwarded while PostgreSQL skips to Sync")
             copy_in_seen = self.pg.copy is not None and b"G" not in {f[:1] for f in self.wire}
             if cmd.data[:1] == b"S" and copy_in_seen and self.tolerate_known_bugs:
                 # KNOWN BUG (test_a_sync_sent_during_copy_in_is_not_awaited): a Sync sent once
@@ -1183,14 +1175,6 @@ class Driver:
             self.ledger_down += 1
             self._advance(None, StorageError("the ledger is down (injected)"))
             return
-        if not cmd.events and self.tolerate_known_bugs:
-            # KNOWN BUG (test_an_empty_query_is_not_refused_as_ledger_unavailable): a query
-            # string without statements yields Record(()), which the ledger refuses
-            # (ValueError), so the client gets 58000. Answered here as if appended, so that
-            # the conversation goes on.
-            event("known bug: Record of no events")
-            self._advance(None, None)
-            return
         try:
             index = self.runtime.ledger.append_many(cmd.events)
         except Exception as exc:  # as proxy._drive: the step's error goes to the session
@@ -1207,8 +1191,6 @@ class Driver:
         self.trace.append(f"  upstream replies {data[:60]!r}")
         tolerate = self.faulted and self.tolerate_known_bugs
         queue = self.session.replies.queue
-        if data[:1] in (b"1", b"2") and queue and id(queue[0]) in self.forgotten:
-            self.tainted = True  # see the KNOWN BUG in _check_executions
         head = queue[0] if queue else None
         sentinel = head is not None and head.kind == "Q" and head.error is not None
         if sentinel and not head.answered and data[:1] not in b"ENSA" and tolerate:
@@ -1295,15 +1277,7 @@ class Driver:
             self.executions += 1
             if self.faulted:
                 continue  # a lying upstream may fool any gateway; property 4 covers it
-            try:
-                self._check_execution(run)
-            except AssertionError:
-                if not (self.tainted and self.tolerate_known_bugs):
-                    raise
-                # KNOWN BUG (test_a_definition_forgotten_by_sql_is_not_believed_later): a
-                # ParseComplete/BindComplete for a definition made before a SQL PREPARE,
-                # DEALLOCATE, DECLARE, CLOSE or DISCARD forgot every name still confirms it.
-                self.known_bug("a forgotten definition was believed")
+            self._check_execution(run)
 
     def _check_execution(self, run: Executed) -> None:
         auth = self.send_auth[run.send]
@@ -1659,14 +1633,6 @@ def test_the_harness_sees_a_denied_statement_run(
         scripted(world, "alice").run([query_frame("DELETE FROM t WHERE id = 1")])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a query string holding no statement ('', ';', a comment) makes Session._query "
-    "yield Record(()); Ledger.append_many refuses an empty batch (ValueError: nothing to "
-    "append), which _record_and_check reports as 58000 'the audit ledger is unavailable' "
-    "instead of forwarding the query (PostgreSQL answers EmptyQueryResponse). Through the real "
-    "gateway: psycopg conn.execute(';') raises 58000.",
-)
 @pytest.mark.parametrize("sql", ["", ";", "-- only a comment"])
 def test_an_empty_query_is_not_refused_as_ledger_unavailable(world: World, sql: str) -> None:
     driver = scripted(world, "alice")
@@ -1677,15 +1643,6 @@ def _while_recording(driver: Driver) -> bool:
     return isinstance(driver.cmd, Record)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Session.on_client checks replies.skipping only when a message arrives; if the "
-    "ErrorResponse of an earlier message is handled while the session waits on that message's "
-    "Record (or WaitReplies), PostgreSQL is already skipping to Sync, yet the message is "
-    "forwarded with an Expect that is never answered, and the next ReadyForQuery ends the "
-    "session with 08P01. Through the real gateway: psycopg conn.execute('SELECT nocolumn FROM "
-    "t WHERE id = %s', (1,)) (Parse fails upstream) ended 8 of 15 sessions with 08P01 in one run.",
-)
 def test_a_message_decided_while_an_error_arrives_is_not_forwarded(world: World) -> None:
     driver = scripted(world, "erin", mid_step=_while_recording)
     assert driver.run([*extended("SELECT * FROM missing WHERE id = $1"), SYNC]) == "done"
@@ -1738,15 +1695,6 @@ STALE: Final = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a SQL PREPARE/DEALLOCATE/DECLARE/CLOSE/DISCARD makes Session._forget_names "
-    "set pending definitions to None, but Replies._settle still stores the definition when its "
-    "ParseComplete/BindComplete arrives later (s.prepared[name] = … / s.portals[name] = …, "
-    "whatever the pending entry says). Once a later failed definition of the name removes the "
-    "pending entry, the stale text is believed: Execute is decided (and masked) for it while "
-    "PostgreSQL runs what SQL defined under that name. Log-before-execute is broken.",
-)
 @pytest.mark.parametrize("name", STALE)
 def test_a_definition_forgotten_by_sql_is_not_believed_later(world: World, name: str) -> None:
     user, script = STALE[name]
