@@ -224,6 +224,8 @@ def test_settings_and_names_the_gateway_watches() -> None:
         ("SELECT a FROM people AS p(a)", {"*"}),
         ("SELECT id FROM people UNION SELECT id FROM people", {"id"}),
         ("INSERT INTO t SELECT email FROM people", {"email"}),
+        ("SELECT p.id FROM people p JOIN guesses g USING (email)", {"email"}),
+        ("SELECT id FROM people NATURAL JOIN guesses", {"*"}),
     ],
 )
 def test_columns_computed_with_are_told_from_plain_outputs(sql: str, computed: set[str]) -> None:

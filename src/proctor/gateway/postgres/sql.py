@@ -320,6 +320,7 @@ class _Collector(Visitor):
         self.relations: set[str] = set()  # names and aliases a whole-row value could use
         self.column_refs: list[ast.ColumnRef] = []
         self.renamed = False
+        self.joined: set[str] = set()
 
     def prepare(self, node: Any) -> None:
         """Note the plain output columns of a top-level SELECT before walking it."""
@@ -337,6 +338,7 @@ class _Collector(Visitor):
     def computed_columns(self) -> frozenset[str]:
         """See :attr:`Statement.computed_columns`."""
         out: set[str] = {"*"} if self.renamed else set()
+        out |= self.joined
         for ref in self.column_refs:
             fields = ref.fields or ()
             last = fields[-1] if fields else None
@@ -350,6 +352,13 @@ class _Collector(Visitor):
 
     def visit_ColumnRef(self, _ancestors: Any, node: ast.ColumnRef) -> None:
         self.column_refs.append(node)
+
+    def visit_JoinExpr(self, _ancestors: Any, node: ast.JoinExpr) -> None:
+        # JOIN … USING (a) and NATURAL JOIN compare columns named as plain strings, not
+        # ColumnRefs: a join on a masked column is a condition on it (an oracle).
+        self.joined.update(_low(getattr(n, "sval", None)) or "*" for n in node.usingClause or ())
+        if node.isNatural:
+            self.joined.add("*")
 
     def visit_Alias(self, _ancestors: Any, node: ast.Alias) -> None:
         self.relations.add(_low(node.aliasname))
