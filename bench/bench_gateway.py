@@ -20,7 +20,6 @@ docs/benchmarks.md (~10 min).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import importlib.metadata
 import math
 import os
@@ -40,6 +39,7 @@ from benchlib import (
     machine_info,
     markdown_table,
     percentile,
+    run_header,
     update_doc,
     verdict,
 )
@@ -417,15 +417,18 @@ def report(
     took: float,
     quick: bool,
 ) -> str:
-    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    machine = markdown_table(["", ""], [[k, v] for k, v in info.items()])
     parts = [
-        f"Measured {when} by `.venv/bin/python bench/bench_gateway.py"
-        f"{' --quick' if quick else ''}` in {took / 60:.1f} min.\n\n"
-        f"**The machine is shared and noisy**: other sessions run test suites on it at the same\n"
-        f"time (load average {loads[0]} at the start, {loads[1]} at the end; 1/5/15 min).\n"
-        f"PostgreSQL, pgbench, pgbouncer and Proctor share its two cores, so every hop's CPU\n"
-        f"is taken from the others. Compare lines of one run with each other.\n\n{machine}\n"
+        run_header(
+            "bench_gateway.py",
+            quick=quick,
+            took=took,
+            loads=loads,
+            info=info,
+            caveat=(
+                ".\nPostgreSQL, pgbench, pgbouncer and Proctor share its two cores, so every "
+                "hop's CPU\nis taken from the others. Compare lines of one run with each other."
+            ),
+        )
     ]
     if res.cells:
         parts.append(_throughput_md(res, s))

@@ -12,7 +12,6 @@ deleted at the end unless ``--keep``.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import shutil
 import sys
 import time
@@ -30,6 +29,7 @@ from benchlib import (
     log,
     machine_info,
     markdown_table,
+    run_header,
     update_doc,
     verdict,
 )
@@ -314,14 +314,15 @@ def report(
     event_size: int,
     quick: bool,
 ) -> str:
-    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    machine = markdown_table(["", ""], [[k, v] for k, v in info.items()])
     parts = [
-        f"Measured {when} by `.venv/bin/python bench/bench_ledger.py"
-        f"{' --quick' if quick else ''}` in {took / 60:.1f} min.\n\n"
-        f"**The machine is shared and noisy**: other sessions run test suites on it at the same\n"
-        f"time (load average {loads[0]} at the start, {loads[1]} at the end; 1/5/15 min), so\n"
-        f"treat differences under ~20% between runs as noise.\n\n{machine}\n"
+        run_header(
+            "bench_ledger.py",
+            quick=quick,
+            took=took,
+            loads=loads,
+            info=info,
+            caveat=(", so\ntreat differences under ~20% between runs as noise."),
+        )
     ]
     if res.appends:
         parts.append(_appends_md(res, s, event_size))

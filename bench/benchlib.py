@@ -8,6 +8,7 @@ time are varied so every entry is distinct, in two forms: ``Event`` structs for 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import os
@@ -322,3 +323,24 @@ def chunks(start: int, stop: int, step: int) -> Iterator[tuple[int, int]]:
 def mean(values: Sequence[float]) -> float:
     """Arithmetic mean (NaN for none)."""
     return statistics.fmean(values) if values else float("nan")
+
+
+def run_header(
+    script: str,
+    *,
+    quick: bool,
+    took: float,
+    loads: tuple[str, str],
+    info: dict[str, str],
+    caveat: str,
+) -> str:
+    """The opening of a figures section: when, by what, how long, how loaded, which machine."""
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    machine = markdown_table(["", ""], [[k, v] for k, v in info.items()])
+    return (
+        f"Measured {when} by `.venv/bin/python bench/{script}"
+        f"{' --quick' if quick else ''}` in {took / 60:.1f} min.\n\n"
+        f"**The machine is shared and noisy**: other sessions run test suites on it at the same\n"
+        f"time (load average {loads[0]} at the start, {loads[1]} at the end; 1/5/15 min){caveat}"
+        f"\n\n{machine}\n"
+    )

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
+import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -40,9 +42,9 @@ SCRATCH_DB: Final = "proctor_demo"
 PG_ADMIN: Final = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=5"
 ABROAD: Final = "127.0.0.2"
 USERS: Final = {
-    "alice": ('roles = ["analyst"]', "analyst"),
-    "bob": ('roles = ["dba"]', "DBA"),
-    "carol": ('groups = ["contractors"]', "contractor"),
+    "alice": 'roles = ["analyst"]',
+    "bob": 'roles = ["dba"]',
+    "carol": 'groups = ["contractors"]',
 }
 _SETUP: Final = """
 CREATE TABLE customers (id int PRIMARY KEY, name text, email text);
@@ -112,13 +114,11 @@ def prepare_database(name: str) -> None:
 
 def write_config(base: Path, policies: Path, database: str) -> tuple[Path, dict[str, str]]:
     """The demo's proctor.toml and the users' (fresh, random) passwords."""
-    import secrets  # noqa: PLC0415
-
     shutil.copytree(policies, base / "policies")
     passwords = {u: secrets.token_urlsafe(12) for u in USERS}
     users = "".join(
         f'\n[[users]]\nname = "{u}"\n{grant}\nscram_verifier = "{make_verifier(passwords[u])}"\n'
-        for u, (grant, _) in USERS.items()
+        for u, grant in USERS.items()
     )
     path = base / "proctor.toml"
     path.write_text(_CONFIG.format(db=database, geo=GEO_ROWS) + users)
@@ -161,7 +161,6 @@ class GatewayStory:
     database: str
     ok: bool = True
     seen: int = 0
-    notes: list[str] = field(default_factory=list)
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -179,19 +178,18 @@ class GatewayStory:
         out.print(f"  {what}: {mark}")
         self.ok &= good
 
-    def attempt(self, conn: psycopg.Connection[Any], sql: str) -> list[tuple[Any, ...]] | str:
+    def attempt(self, conn: psycopg.Connection[Any], text: str) -> list[tuple[Any, ...]] | str:
         """Run one statement; its rows, or the error PostgreSQL-style as the client saw it."""
+        prompt = f"  [dim]{conn.info.user}>[/] {plain(text)}\n    "
         try:
-            cur = conn.execute(sql)
+            cur = conn.execute(text)
             rows = cur.fetchall() if cur.description else []
         except psycopg.Error as exc:
             state = exc.sqlstate or "-----"
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            out.print(
-                f"  [dim]{user_of(conn)}>[/] {plain(sql)}\n    [red]ERROR {state}[/] {plain(first)}"
-            )
+            out.print(f"{prompt}[red]ERROR {state}[/] {plain(first)}")
             return first
-        out.print(f"  [dim]{user_of(conn)}>[/] {plain(sql)}\n    {plain(str(rows))}")
+        out.print(prompt + plain(str(rows)))
         return rows
 
     def settle(self, timeout: float = 5.0) -> None:
@@ -203,8 +201,6 @@ class GatewayStory:
 
     def show(self, keep: Callable[[dict[str, Any]], bool] | None = None) -> list[dict[str, Any]]:
         """Print the decisions and revocations recorded since the last call; return them."""
-        import json  # noqa: PLC0415
-
         docs = []
         for index, data in self.runtime.ledger.entries(self.seen):
             docs.append(json.loads(data) | {"_index": index})
@@ -220,10 +216,6 @@ class GatewayStory:
                 )
             out.print(table)
         return docs
-
-
-def user_of(conn: psycopg.Connection[Any]) -> str:
-    return conn.info.user
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
+from proctor._lru import Lru
 from proctor.events.context import (
     NetworkInfo,
     RequestContext,
@@ -80,6 +81,7 @@ class RiskEngine:
         self._zone = ZoneInfo(timezone)
         self.model = f"{MODEL_VERSION};{self.config.scorer}"
         self.alerts = AccountAlerts(self.config.alert_lifetime_s)
+        self._labels: Lru[tuple[str | None, str], Sensitivity] = Lru(4096)
 
     def enrich(self, ctx: RequestContext) -> RequestContext:
         """Fill in what the caller left out from the configuration: resource sensitivity,
@@ -111,12 +113,22 @@ class RiskEngine:
         return best, label
 
     def _sensitivity(self, res: Resource) -> Sensitivity:
-        """The first configured pattern matching ``database/name`` (or ``name``) wins."""
+        """The first configured pattern matching ``database/name`` (or ``name``) wins.
+
+        Cached by (database, name): the patterns are fixed for this engine, and the gateway
+        asks for every object of every statement."""
+        key = (res.database, res.name)
+        found = self._labels.get(key)
+        if found is not None:
+            return found
         full = f"{res.database}/{res.name}" if res.database else res.name
-        for pattern, label in self.config.sensitivity:
+        label: Sensitivity = "internal"
+        for pattern, candidate in self.config.sensitivity:
             if fnmatch.fnmatchcase(full, pattern) or fnmatch.fnmatchcase(res.name, pattern):
-                return label
-        return "internal"
+                label = candidate
+                break
+        self._labels.put(key, label)
+        return label
 
     def assess(self, ctx: RequestContext) -> Risk:
         """The request's risk score, level and factors (largest contribution first)."""

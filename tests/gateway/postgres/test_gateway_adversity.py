@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import os
 import socket
 import struct
@@ -14,10 +13,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from proctor.gateway.postgres.protocol import BackendReader, StartupMessage
 from proctor.gateway.postgres.scram import ScramClient
@@ -25,6 +20,7 @@ from tests.gateway.postgres.conftest import (
     DB,
     PASSWORDS,
     Running,
+    certificate,
     pg_direct,
     run_gateway,
     write_config,
@@ -153,36 +149,9 @@ def test_cancel_reaches_the_right_backend(gateway: Running) -> None:
     assert {"status": "error", "sqlstate": "57014"}.items() <= statuses[0].items()
 
 
-def _certificate(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "tls.crt", directory / "tls.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key_path.chmod(0o600)
-    return cert_path, key_path
-
-
 @pytest.fixture
 def tls_gateway(tmp_path: Path) -> Iterator[Running]:
-    cert, key = _certificate(tmp_path)
+    cert, key = certificate(tmp_path)
     config = write_config(tmp_path)
     text = config.read_text().replace(
         'upstream = "pg"\n', f'upstream = "pg"\ntls_cert = "{cert}"\ntls_key = "{key}"\n', 1

@@ -18,8 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.gateway.postgres.conftest import Running, run_gateway, write_config
-from tests.gateway.postgres.test_gateway_adversity import _certificate
+from tests.gateway.postgres.conftest import Running, certificate, run_gateway, write_config
 from tests.identity.idp import (
     AUDIENCE,
     ISSUER,
@@ -298,7 +297,7 @@ def test_require_tls_refuses_a_token_in_clear(tmp_path: Path, idp: Idp) -> None:
 
 
 def test_require_tls_accepts_a_token_over_tls(tmp_path: Path, idp: Idp) -> None:
-    tls = _certificate(tmp_path)
+    tls = certificate(tmp_path)
     config = oidc_config(tmp_path, f'jwks_url = "{idp.url}"', require_tls=True, tls=tls)
     with started(config) as running:
         token = RSA.sign(claims("dana", roles=["analyst"]))

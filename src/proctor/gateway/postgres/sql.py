@@ -5,7 +5,8 @@ class (``read``, ``write``, ``ddl``, ``admin``, ``transaction``, ``utility``), a
 operation (``SELECT``, ``DROP TABLE``), the tables it names, the functions it calls, whether an
 UPDATE or DELETE anywhere in it (CTEs included) lacks a WHERE, whether a CTE hides a write,
 whether it runs ``COPY … PROGRAM``, and its fingerprint (the same for statements that differ
-only in constants). :class:`Analyzer` caches analyses by exact text.
+only in constants). :class:`Analyzer` caches analyses by exact text, and by shape where no
+constant can change them.
 
 Fail closed: a string that does not parse raises :class:`SqlError` (the gateway refuses it),
 and a statement kind this module does not know is classed ``admin``, the class policies
