@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import inspect
 import json
 import re
@@ -23,12 +25,14 @@ from proctor.events import (
     Clock,
     Event,
     Kind,
+    canonical_bytes,
     decode_event,
     decode_event_obj,
     event_id_ms,
     format_time,
     new_event_id,
     now_ns,
+    original_bytes,
     parse_time,
 )
 from proctor.events.ids import _MAX_NS, _MIN_NS, UUID7_PATTERN, _Uuid7Clock
@@ -76,7 +80,7 @@ ALL = list(_structs(msgspec.inspect.type_info(Event)))
 
 def test_every_struct_is_frozen_strict_and_documented() -> None:
     classes = {node.cls for node in ALL if isinstance(node, msgspec.inspect.StructType)}
-    assert len(classes) == 24
+    assert len(classes) == 25
     for cls in classes:
         config = cls.__struct_config__
         assert config.frozen and config.forbid_unknown_fields, cls
@@ -334,3 +338,50 @@ def test_time_text_sorts_like_the_instant(a: int, b: int) -> None:
 
 def test_now_ns_is_recent() -> None:
     assert abs(now_ns() - time.time_ns()) < 10**9
+
+
+# --- the ingested original, hash-bound by source.original_sha256 ----------------------------
+
+
+def _with_original(data: str, encoding: str, raw: bytes) -> dict[str, Any]:
+    obj = example("ingest")
+    obj["original"] = {"format": "pgaudit", "encoding": encoding, "data": data}
+    obj["source"]["original_sha256"] = hashlib.sha256(raw).hexdigest()
+    return obj
+
+
+@pytest.mark.parametrize(
+    ("data", "encoding", "raw"),
+    [
+        ("AUDIT: SESSION,1,1,READ,SELECT,,,select 1,<not logged>", "utf-8", None),
+        ("zé ☃", "utf-8", None),
+        (base64.b64encode(b"\xff\x00 bytes").decode(), "base64", b"\xff\x00 bytes"),
+    ],
+)
+def test_original_is_checked_against_its_digest(
+    data: str, encoding: str, raw: bytes | None
+) -> None:
+    obj = _with_original(data, encoding, raw if raw is not None else data.encode())
+    event = decode_event(json.dumps(obj))
+    assert event.original is not None
+    assert original_bytes(event.original) == (raw if raw is not None else data.encode())
+    assert decode_event(canonical_bytes(event)) == event
+
+
+def test_original_with_another_digest_is_refused() -> None:
+    obj = _with_original("one line", "utf-8", b"another line")
+    with pytest.raises(
+        EventError, match=re.escape("does not match `original`") + ".*original_sha256"
+    ):
+        decode_event(json.dumps(obj))
+
+
+def test_original_without_a_digest_or_with_bad_base64_is_refused() -> None:
+    obj = _with_original("x", "utf-8", b"x")
+    del obj["source"]["original_sha256"]
+    obj["kind"] = "outcome"
+    with pytest.raises(EventError, match=re.escape("at `$.source.original_sha256`")):
+        decode_event(json.dumps(obj))
+    obj = _with_original("not base64!", "base64", b"")
+    with pytest.raises(EventError, match=re.escape("invalid base64") + ".*at `\\$.original.data`"):
+        decode_event(json.dumps(obj))

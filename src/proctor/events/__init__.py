@@ -35,12 +35,14 @@ from proctor.events.schema import (
     Geo,
     Kind,
     Links,
+    Original,
     Outcome,
     Risk,
     SafeInt,
     Session,
     Source,
     Target,
+    original_bytes,
 )
 
 __all__ = [
@@ -56,6 +58,7 @@ __all__ = [
     "Geo",
     "Kind",
     "Links",
+    "Original",
     "Outcome",
     "Risk",
     "SafeInt",
@@ -71,5 +74,6 @@ __all__ = [
     "format_time",
     "new_event_id",
     "now_ns",
+    "original_bytes",
     "parse_time",
 ]

@@ -11,7 +11,10 @@ integers within ±(2^53-1) hash identically in every language.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
+import hashlib
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -26,6 +29,7 @@ from proctor.events.ids import TIME_PATTERN, UUID7_PATTERN, UUID_PATTERN, check_
 
 __all__ = [
     "EVENT_KINDS",
+    "ORIGINAL_MAX_CHARS",
     "REQUIRED_ATTRIBUTES",
     "REQUIRED_FIELDS",
     "SCHEMA",
@@ -40,6 +44,7 @@ __all__ = [
     "Geo",
     "Kind",
     "Links",
+    "Original",
     "Outcome",
     "Risk",
     "SafeInt",
@@ -47,6 +52,7 @@ __all__ = [
     "Source",
     "Target",
     "check_event",
+    "original_bytes",
 ]
 
 SCHEMA: Final = "proctor.access/v1"
@@ -70,6 +76,10 @@ _Uuid7 = Annotated[str, Meta(pattern=UUID7_PATTERN, max_length=36)]
 _Time = Annotated[str, Meta(pattern=TIME_PATTERN, max_length=30)]
 _Ip = Annotated[str, Meta(max_length=64, description="IPv4 or IPv6 address")]
 _Names = Annotated[tuple[_Name, ...], Meta(max_length=256)]
+
+# An ingested original (a Kubernetes audit event with request and response bodies, a syslog
+# message) is kept whole inside its event, up to this many characters.
+ORIGINAL_MAX_CHARS: Final = 1 << 20
 
 Kind = Literal[
     "session.start",
@@ -228,6 +238,17 @@ class Source(_Part, frozen=True, kw_only=True):
     original_sha256: Annotated[str, Meta(pattern="^[0-9a-f]{64}$", max_length=64)] | None = None
 
 
+class Original(_Part, frozen=True, kw_only=True):
+    """The record an ingested event was normalized from, exactly as the source sent it."""
+
+    # source.original_sha256 is the SHA-256 of the original bytes (data as UTF-8, or
+    # base64-decoded when encoding is base64), checked whenever an event is built or decoded,
+    # so the leaf hash commits to every byte the source said.
+    format: _Slug
+    encoding: Literal["utf-8", "base64"] = "utf-8"
+    data: Annotated[str, Meta(max_length=ORIGINAL_MAX_CHARS)]
+
+
 class Links(_Part, frozen=True, kw_only=True):
     """Ids of related records: the session, the event this one follows, its decision."""
 
@@ -256,6 +277,7 @@ class Event(_Part, frozen=True, kw_only=True, tag_field="schema", tag=SCHEMA):
     outcome: Outcome | None = None
     source: Source | None = None
     links: Links | None = None
+    original: Original | None = None
     input: DecisionInput | None = None
     attributes: Annotated[dict[_Slug, _Text], Meta(max_length=64)] = msgspec.field(
         default_factory=dict
@@ -323,6 +345,32 @@ def _address(path: str, text: str) -> None:
         _fail(path, f"invalid address {text!r}: expected ip:port or [ipv6]:port")
 
 
+def original_bytes(original: Original) -> bytes:
+    """The bytes the source sent, which ``source.original_sha256`` digests."""
+    if original.encoding == "base64":
+        try:
+            return base64.b64decode(original.data, validate=True)
+        except binascii.Error as exc:
+            _fail("$.original.data", f"invalid base64: {exc}")
+    try:
+        return original.data.encode()
+    except UnicodeError as exc:  # a lone surrogate built in Python
+        _fail("$.original.data", f"invalid UTF-8 text: {exc}")
+
+
+def _original(event: Event) -> None:
+    assert event.original is not None
+    digest = hashlib.sha256(original_bytes(event.original)).hexdigest()
+    claimed = event.source.original_sha256 if event.source is not None else None
+    if claimed is None:
+        _fail("$.source.original_sha256", "an event with `original` requires its SHA-256 here")
+    if claimed != digest:
+        _fail(
+            "$.source.original_sha256",
+            f"does not match `original`: expected {digest}, recorded {claimed}",
+        )
+
+
 def _lookup(event: Event, dotted: str) -> object:
     value: object = event
     for name in dotted.split("."):
@@ -349,6 +397,8 @@ def check_event(event: Event) -> None:
         _slug("$.source.system", source.system)
         if source.address is not None:
             _address("$.source.address", source.address)
+    if event.original is not None:
+        _original(event)
     if (links := event.links) is not None:
         _uuid7("$.links.parent_id", links.parent_id)
         _uuid7("$.links.decision_id", links.decision_id)
