@@ -29,6 +29,7 @@ from proctor.errors import UsageError
 from proctor.gateway.postgres.scram import parse_verifier
 
 __all__ = [
+    "ApiConfig",
     "Config",
     "ConfigError",
     "LedgerConfig",
@@ -172,20 +173,39 @@ class OidcConfig(_Part, frozen=True, kw_only=True):
     """Accept a token (sent as a cleartext password) only over a TLS connection."""
 
 
+class ApiConfig(_Part, frozen=True, kw_only=True):
+    """The audit service's HTTP API (docs/service.md)."""
+
+    address: str = "127.0.0.1:8480"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    allow_plaintext: bool = False
+    """Serve without TLS on an address other than loopback (behind a TLS-terminating proxy)."""
+    max_body_bytes: Annotated[int, Meta(ge=1024, le=1 << 30)] = 32 << 20
+    """A request body larger than this is refused (413) before it is read whole."""
+    max_items: Annotated[int, Meta(ge=1, le=1_000_000)] = 10_000
+    """The most events one ingest request may carry."""
+    oidc_roles: dict[Literal["admin", "auditor", "ingest"], tuple[str, ...]] = msgspec.field(
+        default_factory=dict
+    )
+    """API role → the provider roles (from ``oidc.roles_claim``) that grant it to a token."""
+
+
 class Config(_Part, frozen=True, kw_only=True):
     """The whole file."""
 
     gateway: str = "proctor"
     admin_socket: str | None = None
     """Unix socket for ``proctor sessions …`` (default: ``admin.sock`` in the ledger directory)."""
-    listeners: tuple[Listener, ...]
-    upstreams: tuple[Upstream, ...]
+    listeners: tuple[Listener, ...] = ()
+    upstreams: tuple[Upstream, ...] = ()
     users: tuple[UserEntry, ...] = ()
     oidc: OidcConfig | None = None
     policies: PoliciesConfig
     ledger: LedgerConfig
     risk: RiskSettings = RiskSettings()
     limits: Limits = Limits()
+    api: ApiConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -270,12 +290,34 @@ def _cross_checks(loaded: Loaded, env: Mapping[str, str]) -> list[str]:
                 "oidc.jwks_timeout_s: must be shorter than limits.connect_timeout_s "
                 "(a login may wait for a key fetch)"
             )
+    if c.api is not None:
+        out += _api(loaded, c.api, has_oidc=c.oidc is not None)
     if not loaded.path(c.policies.directory).is_dir():
         out.append(f"policies.directory: {c.policies.directory} is not a directory")
     out += _timezone(c.policies.timezone)
     if c.ledger.signer_key is not None:
         out += _readable(loaded, "ledger.signer_key", c.ledger.signer_key, secret=True)
     out += _risk_checks(loaded, c.risk)
+    return out
+
+
+def _api(loaded: Loaded, api: ApiConfig, *, has_oidc: bool) -> list[str]:
+    out = _address("api.address", api.address)
+    if (api.tls_cert is None) != (api.tls_key is None):
+        out.append("api: tls_cert and tls_key go together")
+    host = api.address.rpartition(":")[0].strip("[]")
+    if api.tls_cert is None and not api.allow_plaintext and not out and not _loopback(host):
+        # Bearer tokens would cross the network in clear.
+        out.append(
+            f"api.address: {api.address} is not loopback; add tls_cert and tls_key "
+            "(or allow_plaintext = true behind a proxy that terminates TLS)"
+        )
+    for key in ("tls_cert", "tls_key"):
+        value = getattr(api, key)
+        if value is not None:
+            out += _readable(loaded, f"api.{key}", value, secret=key == "tls_key")
+    if api.oidc_roles and not has_oidc:
+        out.append("api.oidc_roles: needs an [oidc] provider to check the tokens")
     return out
 
 

@@ -29,7 +29,7 @@ from proctor.risk.engine import RiskEngine
 from proctor.risk.network import GeoRow, GeoTable, NetworkClassifier, read_cidr_file
 from proctor.risk.signals import DEFAULT_POINTS, RiskConfig
 
-__all__ = ["ARCHIVE_NAME", "BASELINES_NAME", "Runtime", "open_runtime"]
+__all__ = ["ARCHIVE_NAME", "BASELINES_NAME", "Runtime", "open_ledger", "open_runtime"]
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,8 @@ class Runtime:
         self.ledger.close()
 
 
-def _ledger(loaded: Loaded) -> Ledger:
+def open_ledger(loaded: Loaded) -> Ledger:
+    """The configured ledger, open for appending (created with its signer key on first use)."""
     cfg = loaded.config.ledger
     directory = loaded.path(cfg.directory)
     key = loaded.path(cfg.signer_key) if cfg.signer_key else directory / SKEY_NAME
@@ -130,7 +131,7 @@ def open_runtime(loaded: Loaded, environ: Mapping[str, str] | None = None) -> Ru
     """Open everything ``loaded`` describes; close it with :meth:`Runtime.close`."""
     c = loaded.config
     logins = _logins(loaded, environ)
-    ledger = _ledger(loaded)
+    ledger = open_ledger(loaded)
     directory = ledger.directory
     archive = baselines = None
     try:

@@ -25,13 +25,23 @@ from proctor.cli import (
     ledger_cmds,
     policy_cmds,
     serve_cmds,
+    tokens_cmds,
     verify_cmds,
 )
 from proctor.cli._app import EXIT_INTERNAL, app, err
 
 __all__ = ["app", "main"]
 # imported for their @app.command()s
-_COMMANDS = (decide_cmds, demo, keys, ledger_cmds, policy_cmds, serve_cmds, verify_cmds)
+_COMMANDS = (
+    decide_cmds,
+    demo,
+    keys,
+    ledger_cmds,
+    policy_cmds,
+    serve_cmds,
+    tokens_cmds,
+    verify_cmds,
+)
 
 
 def main() -> None:

@@ -16,13 +16,24 @@ from rich.table import Table
 
 from proctor.cli._app import EXIT_USAGE, app, err, handled, out, plain
 from proctor.cli.policy_cmds import JsonOpt
-from proctor.config import ConfigError, Loaded, load_config
+from proctor.config import ApiConfig, ConfigError, Loaded, load_config
 from proctor.errors import UsageError
 from proctor.gateway.postgres.scram import make_verifier
 from proctor.gateway.postgres.server import ADMIN_SOCKET_NAME, Gateway, admin_request
-from proctor.runtime import open_runtime
+from proctor.identity.jwks import JwksClient
+from proctor.ledger.ledger import Ledger
+from proctor.runtime import open_ledger, open_runtime
+from proctor.service import (
+    TOKENS_NAME,
+    ApiServer,
+    ServiceState,
+    SessionControl,
+    TokenStore,
+    create_app,
+)
+from proctor.service.auth import OidcRoles
 
-__all__ = ["load_or_exit", "run_gateway"]
+__all__ = ["load_or_exit", "run_api", "run_gateway"]
 
 sessions_app = typer.Typer(help="Live sessions of a running gateway.", no_args_is_help=True)
 app.add_typer(sessions_app, name="sessions")
@@ -48,20 +59,95 @@ def load_or_exit(path: Path) -> Loaded:
         raise typer.Exit(EXIT_USAGE) from None
 
 
+def _api_state(loaded: Loaded, ledger: Ledger, gateway: Gateway | None) -> ServiceState:
+    c = loaded.config
+    api = c.api or ApiConfig()
+    oidc = None
+    if c.oidc is not None and api.oidc_roles:
+        source = c.oidc.jwks_url or str(loaded.path(c.oidc.jwks_file or ""))
+        oidc = OidcRoles(c.oidc, JwksClient(c.oidc, source), api.oidc_roles)
+    sessions = None
+    if gateway is not None:
+        admin = gateway.admin
+        sessions = SessionControl(
+            list=lambda: list(admin({"op": "list"})["sessions"]),
+            revoke=lambda user, session, reason: int(
+                admin({"op": "revoke", "user": user, "session": session, "reason": reason})[
+                    "revoked"
+                ]
+            ),
+        )
+    return ServiceState(
+        ledger=ledger,
+        tokens=TokenStore(ledger.directory / TOKENS_NAME),
+        instance=c.gateway,
+        max_body_bytes=api.max_body_bytes,
+        max_items=api.max_items,
+        oidc=oidc,
+        sessions=sessions,
+    )
+
+
+async def _start_api(loaded: Loaded, state: ServiceState) -> ApiServer:
+    api = loaded.config.api or ApiConfig()
+    server = ApiServer(
+        create_app(state),
+        api.address,
+        tls_cert=loaded.path(api.tls_cert) if api.tls_cert else None,
+        tls_key=loaded.path(api.tls_key) if api.tls_key else None,
+    )
+    host, port = await server.start()
+    scheme = "https" if api.tls_cert else "http"
+    out.print(f"audit API on {scheme}://{host}:{port} (OpenAPI at /openapi.json)")
+    return server
+
+
+def _close_api_state(state: ServiceState | None) -> None:
+    if state is not None:
+        state.tokens.close()
+        if state.oidc is not None:
+            state.oidc.keys.close()
+
+
 async def run_gateway(loaded: Loaded, stop: asyncio.Event) -> None:
-    """Serve until ``stop`` is set."""
+    """Serve the gateway (and the API when ``[api]`` is configured) until ``stop`` is set."""
+    if not loaded.config.listeners:
+        raise UsageError("listeners: none configured (proctor serve --api-only runs the API alone)")
     runtime = open_runtime(loaded)
+    state: ServiceState | None = None
+    api: ApiServer | None = None
     try:
         gateway = Gateway(runtime)
         bound = await gateway.start()
         for (host, port), entry in zip(bound, loaded.config.listeners, strict=True):
             out.print(f"listening on {host}:{port} → upstream {entry.upstream}")
         out.print(f"admin socket: {gateway.admin_path}")
+        if loaded.config.api is not None:
+            state = _api_state(loaded, runtime.ledger, gateway)
+            api = await _start_api(loaded, state)
         await stop.wait()
         out.print("shutting down: ending every session")
+        if api is not None:
+            await api.close()
         await gateway.close()
     finally:
+        _close_api_state(state)
         runtime.close()
+
+
+async def run_api(loaded: Loaded, stop: asyncio.Event) -> None:
+    """Serve only the audit API (no gateway) until ``stop`` is set."""
+    ledger = open_ledger(loaded)
+    state: ServiceState | None = None
+    try:
+        state = _api_state(loaded, ledger, None)
+        api = await _start_api(loaded, state)
+        await stop.wait()
+        out.print("shutting down")
+        await api.close()
+    finally:
+        _close_api_state(state)
+        ledger.close()
 
 
 def _run(coro: Any) -> None:
@@ -75,8 +161,14 @@ def _run(coro: Any) -> None:
 
 @app.command("serve")
 @handled
-def serve(config: ConfigOpt) -> None:
-    """Run the gateway described by proctor.toml until interrupted."""
+def serve(
+    config: ConfigOpt,
+    api_only: Annotated[
+        bool, typer.Option("--api-only", help="Run only the audit API, no gateway.")
+    ] = False,
+) -> None:
+    """Run the gateway (and the audit API, with [api]) described by proctor.toml until
+    interrupted."""
     loaded = load_or_exit(config)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -87,7 +179,7 @@ def serve(config: ConfigOpt) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run_gateway(loaded, stop)
+        await (run_api if api_only else run_gateway)(loaded, stop)
 
     _run(main())
 

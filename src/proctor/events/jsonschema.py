@@ -19,10 +19,19 @@ import msgspec
 
 from proctor.events.schema import EVENT_KINDS, REQUIRED_ATTRIBUTES, REQUIRED_FIELDS, SCHEMA, Event
 
-__all__ = ["SCHEMA_ID", "event_json_schema", "main", "render_json_schema"]
+__all__ = [
+    "SCHEMA_ID",
+    "event_json_schema",
+    "event_schema_components",
+    "main",
+    "render_json_schema",
+]
 
 SCHEMA_ID: Final = "urn:proctor:schema:proctor.access:v1"
 DEFAULT_OUTPUT: Final = Path(__file__).resolve().parents[3] / "docs" / "event-schema.json"
+
+
+_NOT_NULL: Final = ["array", "boolean", "integer", "number", "object", "string"]
 
 
 def _require(node: dict[str, Any], path: Sequence[str]) -> None:
@@ -36,7 +45,9 @@ def _require(node: dict[str, Any], path: Sequence[str]) -> None:
         child = properties.setdefault(head, {"type": "object"})
         _require(child, rest)
     else:
-        properties.setdefault(head, {"not": {"type": "null"}})
+        # "any type but null", spelled as the types it may be: generators that build values
+        # from a schema (schemathesis, hypothesis-jsonschema) model this, not a bare `not`.
+        properties.setdefault(head, {"type": _NOT_NULL})
 
 
 def _kind_rules() -> list[dict[str, Any]]:
@@ -66,6 +77,19 @@ def event_json_schema() -> dict[str, Any]:
         "title": f"Proctor access event ({SCHEMA})",
         **body,
     }
+
+
+def event_schema_components(ref_template: str, *, kind_rules: bool = True) -> dict[str, Any]:
+    """The event's definitions for embedding (e.g. in an OpenAPI document's components),
+    with references spelled by ``ref_template`` (``"#/components/schemas/{name}"``).
+
+    Without ``kind_rules`` the per-kind ``if``/``then`` clauses are left out (schemathesis
+    cannot generate values for twelve of them at once); the decoder enforces them anyway.
+    """
+    _, components = msgspec.json.schema_components([Event], ref_template=ref_template)
+    if kind_rules:
+        components["Event"]["allOf"] = _kind_rules()
+    return components
 
 
 def render_json_schema() -> str:

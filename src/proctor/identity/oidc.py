@@ -197,9 +197,13 @@ _REASONS: Final[tuple[tuple[type[jwt.PyJWTError], str], ...]] = (
 
 
 def check_token(
-    token: str, alg: str, jwk: Mapping[str, Any], user: str, config: OidcConfig
+    token: str, alg: str, jwk: Mapping[str, Any], user: str | None, config: OidcConfig
 ) -> TokenLogin:
-    """Verify ``token`` with ``jwk`` and make the principal it proves for ``user``."""
+    """Verify ``token`` with ``jwk`` and make the principal it proves for ``user``.
+
+    ``user`` is the name a database client connects as, which the user claim must equal;
+    ``None`` (the HTTP API, where no name is sent beside the token) takes the claim's name.
+    """
     if jwk.get("alg", alg) != alg:
         raise TokenError("the token's algorithm is not the one its key is for")
     try:
@@ -224,7 +228,9 @@ def check_token(
     name = _claim(claims, config.user_claim)
     if name is None:
         raise TokenError(f"the token has no {config.user_claim} claim")
-    if name != user:
+    if not isinstance(name, str) or not name:
+        raise TokenError(f"the token's {config.user_claim} claim is not a name")
+    if user is not None and name != user:
         raise TokenError(f"the token's {config.user_claim} claim is not the user name {user!r}")
     amr = claims.get("amr")
     mfa = isinstance(amr, list) and "mfa" in amr
@@ -233,7 +239,7 @@ def check_token(
     if mfa and isinstance(auth_time, int) and not isinstance(auth_time, bool) and auth_time > 0:
         mfa_time = format_time(auth_time * 1_000_000_000)
     principal = Principal(
-        id=user,
+        id=name,
         kind="human",
         roles=_names(claims, config.roles_claim),
         groups=_names(claims, config.groups_claim),

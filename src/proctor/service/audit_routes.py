@@ -1,0 +1,191 @@
+"""Reading the record: entries with their proofs, the signed checkpoint, verification, sessions.
+
+Reading audit data is itself an access: each read is recorded in the ledger (a ``query``
+event on target ``proctor-api``: who, what, from where) and awaited before the answer is
+sent, like every other access through Proctor (no log, no access).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import msgspec
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, Field
+
+from proctor.errors import UsageError
+from proctor.events import Action, Actor, Event, Source, Target, format_time, new_event_id
+from proctor.ledger.ledger import DB_NAME
+from proctor.ledger.store import SqliteStore
+from proctor.ledger.verify import verify_ledger
+from proctor.service.app import ApiError, ServiceState, SessionControl, role, state_of
+from proctor.service.auth import Caller
+
+__all__ = ["record_access", "router"]
+
+router = APIRouter(tags=["audit"])
+
+API_TARGET = "proctor-api"
+
+
+def _address(request: Request) -> tuple[str | None, str | None]:
+    """The client's IP and ``ip:port`` (``[ipv6]:port``) as the events spell them."""
+    if request.client is None:
+        return None, None
+    host, port = request.client.host, request.client.port
+    spelled = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return host, spelled
+
+
+async def record_access(
+    request: Request, who: Caller, operation: str, detail: str | None = None
+) -> int:
+    """Append the record of this read (awaited); its ledger index."""
+    state = state_of(request)
+    ip, address = _address(request)
+    now, clock = state.ledger.clock.now()
+    event = Event(
+        id=new_event_id(),
+        kind="query",
+        time=format_time(now),
+        clock=clock,
+        actor=Actor(
+            id=who.name,
+            kind="human" if who.method == "jwt" else "service",
+            roles=tuple(sorted(who.roles)),
+            auth_method=who.method,
+            ip=ip,
+        ),
+        target=Target(type=API_TARGET, name=state.instance),
+        action=Action(class_="read", operation=operation, statement=detail),
+        source=Source(system="proctor", gateway=state.instance, address=address),
+    )
+    return await state.ledger.append_async(event)
+
+
+class EntryOut(BaseModel):
+    """One ledger entry, its event, and a receipt proving it is in the signed log."""
+
+    index: int
+    event: dict[str, Any]
+    entry: str = Field(description="The exact canonical bytes the leaf hash covers (UTF-8).")
+    receipt: str = Field(description="A C2SP tlog-proof against a signed checkpoint.")
+
+
+@router.get("/v1/entries/{index}", summary="One entry with its inclusion receipt")
+async def get_entry(
+    request: Request,
+    index: Annotated[int, Path(ge=0, le=2**53 - 1)],
+    who: Annotated[Caller, Depends(role("auditor"))],
+) -> EntryOut:
+    """The event at ``index`` and a receipt an auditor checks with the verifier key alone."""
+    state = state_of(request)
+    size = await asyncio.to_thread(state.ledger.size)
+    if index >= size:
+        raise ApiError(404, f"no entry at index {index} (the ledger has {size})")
+    await record_access(request, who, "entry", str(index))
+    data = await asyncio.to_thread(state.ledger.entry, index)
+    receipt = await asyncio.to_thread(state.ledger.prove, index)
+    return EntryOut(
+        index=index,
+        event=msgspec.json.decode(data),
+        entry=data.decode(),
+        receipt=receipt.text(),
+    )
+
+
+@router.get(
+    "/v1/checkpoint",
+    summary="The latest signed checkpoint (C2SP signed note)",
+    response_class=PlainTextResponse,
+)
+async def get_checkpoint(
+    request: Request, who: Annotated[Caller, Depends(role("auditor"))]
+) -> PlainTextResponse:
+    """Signs a new checkpoint first if entries were appended since the last one."""
+    state = state_of(request)
+    note = await asyncio.to_thread(state.ledger.checkpoint)
+    return PlainTextResponse(note, media_type="text/plain; charset=utf-8")
+
+
+class VerifyOut(BaseModel):
+    """The result of verifying the whole ledger (see docs/ledger.md, Verification)."""
+
+    ok: bool
+    entries: int
+    checkpoints: int
+    valid_checkpoints: int
+    verified_size: int
+    findings: list[dict[str, Any]]
+
+
+def _verify(state: ServiceState) -> dict[str, object]:
+    store = SqliteStore(state.ledger.directory / DB_NAME, readonly=True)
+    try:
+        return verify_ledger(store, [state.ledger.verifier], state.ledger.origin).to_dict()
+    finally:
+        store.close()
+
+
+@router.get("/v1/verify", summary="Verify the whole ledger against its signed checkpoints")
+async def verify(request: Request, who: Annotated[Caller, Depends(role("auditor"))]) -> VerifyOut:
+    """Re-hashes every entry and checks every checkpoint; ``ok`` is false on any finding."""
+    state = state_of(request)
+    await record_access(request, who, "verify")
+    return VerifyOut.model_validate(await asyncio.to_thread(_verify, state))
+
+
+class SessionOut(BaseModel):
+    """A live gateway session."""
+
+    id: str
+    user: str
+    client: str
+    target: str
+    started: str
+    statements: int
+    denied: int
+    risk: int
+
+
+class RevokeIn(BaseModel):
+    """Which sessions to cut: every session of ``user``, or the one ``session``."""
+
+    user: str | None = Field(default=None, max_length=256)
+    session: str | None = Field(default=None, max_length=64)
+    reason: str = Field(default="revoked by an administrator", max_length=1024)
+
+
+class RevokeOut(BaseModel):
+    """How many sessions were cut."""
+
+    revoked: int
+
+
+def _sessions(state: ServiceState) -> SessionControl:
+    if state.sessions is None:
+        raise ApiError(404, "no gateway runs beside this API (started with --api-only)")
+    return state.sessions
+
+
+@router.get("/v1/sessions", summary="Live gateway sessions", tags=["sessions"])
+async def list_sessions(
+    request: Request, who: Annotated[Caller, Depends(role("auditor"))]
+) -> list[SessionOut]:
+    """User, client, target, start, statement counts and current risk of each live session."""
+    control = _sessions(state_of(request))
+    return [SessionOut.model_validate(s) for s in control.list()]
+
+
+@router.post("/v1/sessions/revoke", summary="Cut live sessions now", tags=["sessions"])
+async def revoke_sessions(
+    request: Request, body: RevokeIn, who: Annotated[Caller, Depends(role("admin"))]
+) -> RevokeOut:
+    """The client gets a FATAL error and the ledger a ``session.revoked`` naming the reason."""
+    control = _sessions(state_of(request))
+    if (body.user is None) == (body.session is None):
+        raise UsageError("give user or session (one of them)")
+    reason = f"{body.reason} (by {who.name})"
+    return RevokeOut(revoked=control.revoke(body.user, body.session, reason))

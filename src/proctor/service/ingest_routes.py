@@ -1,0 +1,184 @@
+"""Ingestion: records from other systems into the ledger, each item accepted or refused alone.
+
+A 2xx answer means every accepted item is durable in the ledger (the append was awaited);
+refused items come back with their error and nothing of them is stored. When the ledger
+cannot take the batch, the answer is 503 and nothing of the request was acknowledged.
+
+Every stored event records who sent it (attribute ``proctor.submitted_by``), so an event
+pushed through the API can never pass for one Proctor recorded itself; kinds only the ledger
+writes (checkpoints, retention, erasure) are refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Annotated, Final
+
+import msgspec
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from proctor.errors import EventError
+from proctor.events import Event, decode_event
+from proctor.service.app import ApiError, ErrorOut, ServiceState, role, state_of
+from proctor.service.auth import Caller
+
+__all__ = ["SUBMITTED_BY", "IngestResult", "read_body", "router"]
+
+log = logging.getLogger("proctor.service")
+
+router = APIRouter(tags=["ingest"])
+
+SUBMITTED_BY: Final = "proctor.submitted_by"
+RESERVED_KINDS: Final = frozenset({"checkpoint", "retention.pruned", "erasure"})
+_MAX_ATTRIBUTES: Final = 64
+_NDJSON: Final = ("application/x-ndjson", "application/jsonl", "application/json-lines")
+
+
+class Accepted(BaseModel):
+    """An item stored in the ledger."""
+
+    item: int
+    """Position in the request: 0-based in a JSON array, 1-based line number in JSON lines."""
+    index: int
+    """Its ledger index."""
+    id: str
+
+
+class Rejected(BaseModel):
+    """An item refused; nothing of it was stored."""
+
+    item: int
+    error: str
+
+
+class IngestResult(BaseModel):
+    """What happened to each item of an ingest request."""
+
+    accepted: list[Accepted]
+    rejected: list[Rejected]
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it exceeds ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"the body is larger than the {limit}-byte limit")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"the body is larger than the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def split_items(body: bytes, content_type: str) -> list[tuple[int, bytes]]:
+    """The items of a body: one JSON object, a JSON array of them, or JSON lines.
+
+    Each item keeps its position (array index, or line number for JSON lines) for errors.
+    """
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media in _NDJSON:
+        items = []
+        for number, raw_line in enumerate(body.split(b"\n"), start=1):
+            if raw_line.strip():
+                items.append((number, raw_line.rstrip(b"\r")))
+        return items
+    if media not in ("application/json", ""):
+        raise ApiError(415, f"send application/json or application/x-ndjson, not {media!r}")
+    if body.lstrip()[:1] == b"[":
+        try:
+            raws = msgspec.json.decode(body, type=list[msgspec.Raw])
+        except msgspec.DecodeError as exc:
+            raise ApiError(422, f"the body is not a JSON array: {exc}") from None
+        return [(i, bytes(raw)) for i, raw in enumerate(raws)]
+    return [(0, body)]
+
+
+def _admit(data: bytes, submitter: str) -> Event:
+    """The event an item holds, marked with who sent it; ``EventError`` names the problem."""
+    event = decode_event(data)
+    if event.kind in RESERVED_KINDS:
+        raise EventError(f"kind {event.kind!r} is written only by the ledger itself - at `$.kind`")
+    if SUBMITTED_BY in event.attributes:
+        raise EventError(f"attribute {SUBMITTED_BY!r} is set by the service - at `$.attributes`")
+    if len(event.attributes) >= _MAX_ATTRIBUTES:
+        raise EventError(
+            f"no room for attribute {SUBMITTED_BY!r} (at most {_MAX_ATTRIBUTES} attributes)"
+            " - at `$.attributes`"
+        )
+    return msgspec.structs.replace(event, attributes={**event.attributes, SUBMITTED_BY: submitter})
+
+
+async def store(
+    state: ServiceState, items: Sequence[tuple[int, Event]], rejected: list[Rejected]
+) -> JSONResponse:
+    """Append the admitted events in one awaited batch and answer for every item."""
+    accepted: list[Accepted] = []
+    if items:
+        first = await state.ledger.append_many_async([event for _, event in items])
+        accepted = [
+            Accepted(item=pos, index=first + i, id=event.id) for i, (pos, event) in enumerate(items)
+        ]
+    result = IngestResult(accepted=accepted, rejected=rejected)
+    status = 200 if accepted else 422
+    return JSONResponse(result.model_dump(), status_code=status)
+
+
+_BODY_DOC: Final = {
+    "requestBody": {
+        "required": True,
+        "description": "One proctor.access/v1 event, a JSON array of them, or JSON lines.",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"$ref": "#/components/schemas/Event"},
+                        {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
+                    ]
+                }
+            },
+            "application/x-ndjson": {
+                "schema": {"type": "string", "description": "one event per line"}
+            },
+        },
+    }
+}
+
+
+@router.post(
+    "/v1/events",
+    summary="Append native proctor.access/v1 events",
+    response_model=IngestResult,
+    responses={
+        422: {
+            "model": IngestResult | ErrorOut,
+            "description": "no item was accepted (per-item errors), or the body is unusable",
+        },
+    },
+    openapi_extra=_BODY_DOC,
+)
+async def ingest_events(
+    request: Request, who: Annotated[Caller, Depends(role("ingest"))]
+) -> JSONResponse:
+    """Validate each item against the event schema; store the valid ones, report the rest."""
+    state = state_of(request)
+    body = await read_body(request, state.max_body_bytes)
+    items = split_items(body, request.headers.get("content-type", ""))
+    if not items:
+        raise ApiError(422, "the body holds no events")
+    if len(items) > state.max_items:
+        raise ApiError(413, f"{len(items)} items; at most {state.max_items} per request")
+    admitted: list[tuple[int, Event]] = []
+    rejected: list[Rejected] = []
+    for pos, data in items:
+        try:
+            admitted.append((pos, _admit(data, who.name)))
+        except EventError as exc:
+            rejected.append(Rejected(item=pos, error=str(exc)))
+    log.info("%s: %d events accepted, %d refused", who.name, len(admitted), len(rejected))
+    return await store(state, admitted, rejected)

@@ -1,0 +1,88 @@
+"""A real audit API: a ledger in tmp_path, a token store, uvicorn on a loopback port.
+
+The server runs on its own event loop in a thread (as ``proctor serve`` runs it on the
+gateway's loop); tests talk to it over a real socket with httpx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from proctor.ledger.ledger import Ledger
+from proctor.ledger.note import Signer
+from proctor.service import ApiServer, ServiceState, TokenStore, create_app
+
+EXAMPLES = Path(__file__).parents[2] / "examples" / "events.jsonl"
+
+
+def example_events() -> list[dict[str, Any]]:
+    """Every example event, as parsed JSON (fresh copies)."""
+    return [json.loads(line) for line in EXAMPLES.read_bytes().splitlines()]
+
+
+@dataclass
+class Api:
+    """A running API and what it serves."""
+
+    url: str
+    ledger: Ledger
+    tokens: TokenStore
+    state: ServiceState
+    bearer: dict[str, str]
+    """Role (and ``revoked``) → its Authorization header."""
+
+    def client(self, role: str | None = None) -> httpx.Client:
+        """An HTTP client that authenticates as ``role`` (None: anonymous)."""
+        headers = {"Authorization": self.bearer[role]} if role else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
+
+
+class LoopThread:
+    """An asyncio loop on a thread, to run the server's coroutines from sync tests."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Api]:
+    signer = Signer.generate("audit.test.example/ledger")
+    directory = tmp_path / "ledger"
+    Ledger.init(directory, signer)
+    ledger = Ledger(directory, signer=signer)
+    tokens = TokenStore(directory / "tokens.sqlite")
+    bearer = {}
+    for role in ("admin", "auditor", "ingest"):
+        bearer[role] = "Bearer " + tokens.create(f"test-{role}", role)[1]
+    bearer["revoked"] = "Bearer " + tokens.create("test-revoked", "admin")[1]
+    tokens.revoke("test-revoked")
+    state = ServiceState(ledger=ledger, tokens=tokens, instance="audit-test", max_items=100)
+    server = ApiServer(create_app(state), "127.0.0.1:0")
+    loop = LoopThread()
+    host, port = loop.run(server.start())
+    try:
+        yield Api(f"http://{host}:{port}", ledger, tokens, state, bearer)
+    finally:
+        loop.run(server.close())
+        loop.stop()
+        tokens.close()
+        ledger.close()

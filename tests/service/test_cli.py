@@ -1,0 +1,98 @@
+"""``proctor serve --api-only`` and ``proctor tokens …`` as a user runs them: real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.service.conftest import EXAMPLES
+
+PROCTOR = [str(Path(sys.executable).parent / "proctor")]
+POLICIES = Path(__file__).parents[2] / "examples" / "policies"
+
+
+def _config(tmp_path: Path, api: str = 'address = "127.0.0.1:0"') -> Path:
+    path = tmp_path / "proctor.toml"
+    path.write_text(
+        f'gateway = "api-test"\n[policies]\ndirectory = "{POLICIES}"\n'
+        f'[ledger]\ndirectory = "{tmp_path / "ledger"}"\n[api]\n{api}\n'
+    )
+    return path
+
+
+def _proctor(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, NO_COLOR="1", COLUMNS="200")
+    return subprocess.run(
+        [*PROCTOR, *args], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    config = _config(tmp_path)
+    proc = subprocess.Popen(
+        [*PROCTOR, "serve", "--api-only", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, NO_COLOR="1", COLUMNS="200"),
+    )
+    assert proc.stdout is not None
+    try:
+        line = proc.stdout.readline()
+        match = re.search(r"audit API on (http://127\.0\.0\.1:\d+)", line)
+        assert match, (line, proc.stderr.read() if proc.poll() is not None else "")
+        yield match.group(1), config
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+
+
+def test_api_only_serves_tokens_made_by_the_cli(served: tuple[str, Path]) -> None:
+    url, config = served
+    made = _proctor("tokens", "create", "--config", str(config), "--name", "ci", "--role", "ingest")
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    assert "cannot be shown again" in made.stderr and token not in made.stderr
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/x-ndjson"}
+    answer = httpx.post(f"{url}/v1/events", content=EXAMPLES.read_bytes(), headers=headers)
+    assert answer.status_code == 200
+    result = answer.json()
+    reserved = ("retention.pruned", "erasure", "checkpoint")  # only the ledger writes these
+    assert len(result["accepted"]) == len(EXAMPLES.read_bytes().splitlines()) - len(reserved)
+    assert sorted(r["error"] for r in result["rejected"]) == sorted(
+        f"kind {kind!r} is written only by the ledger itself - at `$.kind`" for kind in reserved
+    )
+    listed = _proctor("tokens", "list", "--config", str(config), "--json")
+    assert [(t["name"], t["role"], t["state"]) for t in json.loads(listed.stdout)] == [
+        ("ci", "ingest", "active")
+    ]
+    assert token.rsplit("_", 1)[1] not in listed.stdout
+    assert _proctor("tokens", "revoke", "ci", "--config", str(config)).returncode == 0
+    assert httpx.get(f"{url}/v1/checkpoint", headers=headers).status_code == 401
+
+
+def test_a_bad_api_section_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    config = _config(tmp_path, 'address = "10.1.2.3:8480"\nmax_items = 0')
+    res = _proctor("serve", "--api-only", "--config", str(config))
+    assert res.returncode == 2
+    assert "api.max_items: Expected `int` >= 1" in res.stderr
+    config = _config(tmp_path, 'address = "10.1.2.3:8480"')
+    res = _proctor("serve", "--api-only", "--config", str(config))
+    assert res.returncode == 2
+    assert "api.address: 10.1.2.3:8480 is not loopback; add tls_cert and tls_key" in res.stderr
+
+
+def test_serve_without_listeners_says_to_use_api_only(tmp_path: Path) -> None:
+    res = _proctor("serve", "--config", str(_config(tmp_path)))
+    assert res.returncode == 2
+    assert "listeners: none configured" in res.stderr
