@@ -83,7 +83,7 @@ async def authenticate(
 
 async def _jwt_caller(token: str, oidc: OidcRoles) -> Caller:
     try:
-        alg, kid = read_header(token, oidc.config)
+        kid, alg = read_header(token, oidc.config)
         jwk = await oidc.keys.key(kid)
         login = check_token(token, alg, jwk, None, oidc.config)
     except TokenError as exc:
