@@ -36,6 +36,7 @@ __all__ = [
     "Listener",
     "OidcConfig",
     "PoliciesConfig",
+    "PrivacyConfig",
     "RiskSettings",
     "Upstream",
     "UserEntry",
@@ -191,6 +192,23 @@ class ApiConfig(_Part, frozen=True, kw_only=True):
     """API role → the provider roles (from ``oidc.roles_claim``) that grant it to a token."""
 
 
+class PrivacyConfig(_Part, frozen=True, kw_only=True):
+    """GDPR erasure: which personal fields are sealed per subject, and the master key."""
+
+    master_key_file: str | None = None
+    """32 bytes (raw or base64), mode 0600, kept outside the ledger directory's backups."""
+    master_key_env: str | None = None
+    """Or: the name of an environment variable holding the key in base64."""
+    fields: tuple[str, ...] = (
+        "actor.display_name",
+        "actor.email",
+        "actor.ip",
+        "actor.geo",
+        "input",
+        "original",
+    )
+
+
 class Config(_Part, frozen=True, kw_only=True):
     """The whole file."""
 
@@ -206,6 +224,7 @@ class Config(_Part, frozen=True, kw_only=True):
     risk: RiskSettings = RiskSettings()
     limits: Limits = Limits()
     api: ApiConfig | None = None
+    privacy: PrivacyConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -292,6 +311,8 @@ def _cross_checks(loaded: Loaded, env: Mapping[str, str]) -> list[str]:
             )
     if c.api is not None:
         out += _api(loaded, c.api, has_oidc=c.oidc is not None)
+    if c.privacy is not None:
+        out += _privacy(loaded, c.privacy, env)
     if not loaded.path(c.policies.directory).is_dir():
         out.append(f"policies.directory: {c.policies.directory} is not a directory")
     out += _timezone(c.policies.timezone)
@@ -318,6 +339,24 @@ def _api(loaded: Loaded, api: ApiConfig, *, has_oidc: bool) -> list[str]:
             out += _readable(loaded, f"api.{key}", value, secret=key == "tls_key")
     if api.oidc_roles and not has_oidc:
         out.append("api.oidc_roles: needs an [oidc] provider to check the tokens")
+    return out
+
+
+def _privacy(loaded: Loaded, p: PrivacyConfig, env: Mapping[str, str]) -> list[str]:
+    from proctor.privacy.seal import SEALABLE  # noqa: PLC0415 (only checked here)
+
+    out: list[str] = []
+    if (p.master_key_file is None) == (p.master_key_env is None):
+        out.append("privacy: give master_key_file or master_key_env (one of them)")
+    if p.master_key_file is not None:
+        out += _readable(loaded, "privacy.master_key_file", p.master_key_file, secret=True)
+    if p.master_key_env is not None and p.master_key_env not in env:
+        out.append(f"privacy.master_key_env: {p.master_key_env} is not set")
+    for i, name in enumerate(p.fields):
+        if name not in SEALABLE:
+            out.append(f"privacy.fields[{i}]: cannot seal {name!r} (one of {', '.join(SEALABLE)})")
+    if not p.fields:
+        out.append("privacy.fields: name at least one field")
     return out
 
 

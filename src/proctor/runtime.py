@@ -9,6 +9,7 @@ Decider that ties them up. Side files live in the ledger directory.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
@@ -24,12 +25,22 @@ from proctor.ledger.note import Signer
 from proctor.policy.archive import PolicyArchive
 from proctor.policy.engine import EngineConfig
 from proctor.policy.live import LivePolicies
+from proctor.privacy.erasure import erasure_event
+from proctor.privacy.keys import KEYS_NAME, KeyStore, read_master_key
+from proctor.privacy.seal import Sealer
 from proctor.risk.baselines import Baselines
 from proctor.risk.engine import RiskEngine
 from proctor.risk.network import GeoRow, GeoTable, NetworkClassifier, read_cidr_file
 from proctor.risk.signals import DEFAULT_POINTS, RiskConfig
 
-__all__ = ["ARCHIVE_NAME", "BASELINES_NAME", "Runtime", "open_ledger", "open_runtime"]
+__all__ = [
+    "ARCHIVE_NAME",
+    "BASELINES_NAME",
+    "Runtime",
+    "close_ledger",
+    "open_ledger",
+    "open_runtime",
+]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +60,8 @@ class Runtime:
     decider: Decider
     logins: dict[str, Login] = field(default_factory=dict)
     """Per listener address: who may log in and where they go."""
+    keys: KeyStore | None = None
+    """Per-subject keys when personal fields are sealed (``[privacy]``)."""
 
     def close(self) -> None:
         """Stop watching policies, then close baselines, archive and ledger (in that order)."""
@@ -58,11 +71,18 @@ class Runtime:
                 login.oidc.close()
         self.baselines.close()
         self.archive.close()
-        self.ledger.close()
+        close_ledger(self.ledger, self.keys)
 
 
-def open_ledger(loaded: Loaded) -> Ledger:
-    """The configured ledger, open for appending (created with its signer key on first use)."""
+def open_ledger(
+    loaded: Loaded, environ: Mapping[str, str] | None = None
+) -> tuple[Ledger, KeyStore | None]:
+    """The configured ledger, open for appending (created with its signer key on first use).
+
+    With ``[privacy]``, the ledger seals personal fields under per-subject keys kept in the key
+    store returned beside it (close both with :func:`close_ledger`); an erasure a crash
+    interrupted is finished and recorded here.
+    """
     cfg = loaded.config.ledger
     directory = loaded.path(cfg.directory)
     key = loaded.path(cfg.signer_key) if cfg.signer_key else directory / SKEY_NAME
@@ -73,7 +93,36 @@ def open_ledger(loaded: Loaded) -> Ledger:
         log.warning("created a new ledger in %s; its verifier key is %s", directory, VKEY_NAME)
     if not key.exists():
         raise UsageError(f"ledger.signer_key: {key} does not exist")
-    return Ledger(directory, signer=load_signer(key), durability=cfg.durability)
+    ledger = Ledger(directory, signer=load_signer(key), durability=cfg.durability)
+    privacy = loaded.config.privacy
+    if privacy is None:
+        return ledger, None
+    # Only the process that holds the ledger opens its keys (and finishes their erasures).
+    env = os.environ if environ is None else environ
+    try:
+        master = read_master_key(
+            file=loaded.path(privacy.master_key_file) if privacy.master_key_file else None,
+            env_value=env.get(privacy.master_key_env) if privacy.master_key_env else None,
+        )
+        keys = KeyStore(directory / KEYS_NAME, master)
+    except BaseException:
+        ledger.close()
+        raise
+    ledger.sealer = Sealer(keys.key_for, privacy.fields)
+    for done in keys.completed:
+        reason = f"{done.reason} (finished after an interruption)"
+        event = erasure_event(
+            done.subject, done.key_ids, reason=reason, by="proctor", instance=loaded.config.gateway
+        )
+        ledger.append(event)
+    return ledger, keys
+
+
+def close_ledger(ledger: Ledger, keys: KeyStore | None) -> None:
+    """Close the ledger, then its key store (if it seals)."""
+    ledger.close()
+    if keys is not None:
+        keys.close()
 
 
 def _risk(loaded: Loaded, baselines: Baselines) -> RiskEngine:
@@ -131,7 +180,7 @@ def open_runtime(loaded: Loaded, environ: Mapping[str, str] | None = None) -> Ru
     """Open everything ``loaded`` describes; close it with :meth:`Runtime.close`."""
     c = loaded.config
     logins = _logins(loaded, environ)
-    ledger = open_ledger(loaded)
+    ledger, keys = open_ledger(loaded, environ)
     directory = ledger.directory
     archive = baselines = None
     try:
@@ -145,9 +194,10 @@ def open_runtime(loaded: Loaded, environ: Mapping[str, str] | None = None) -> Ru
         record_reloads(policies, ledger)
         decider = Decider(policies, _risk(loaded, baselines), gateway=c.gateway)
     except BaseException:
-        for part in (baselines, archive, ledger):
+        for part in (baselines, archive):
             if part is not None:
                 part.close()
+        close_ledger(ledger, keys)
         raise
     policies.watch(c.policies.watch_interval_s)
-    return Runtime(loaded, ledger, archive, policies, baselines, decider, logins)
+    return Runtime(loaded, ledger, archive, policies, baselines, decider, logins, keys)

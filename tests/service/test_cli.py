@@ -96,3 +96,57 @@ def test_serve_without_listeners_says_to_use_api_only(tmp_path: Path) -> None:
     res = _proctor("serve", "--config", str(_config(tmp_path)))
     assert res.returncode == 2
     assert "listeners: none configured" in res.stderr
+
+
+def test_proctor_erase_destroys_the_keys_of_a_subject_the_api_sealed(tmp_path: Path) -> None:
+    master = tmp_path / "master.key"
+    master.write_bytes(bytes(range(32)))
+    master.chmod(0o600)
+    config = _config(tmp_path, f'address = "127.0.0.1:0"\n[privacy]\nmaster_key_file = "{master}"')
+    proc = subprocess.Popen(
+        [*PROCTOR, "serve", "--api-only", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, NO_COLOR="1", COLUMNS="200"),
+    )
+    assert proc.stdout is not None
+    try:
+        url = re.search(r"http://127\.0\.0\.1:\d+", proc.stdout.readline())
+        assert url
+        token = _proctor(
+            "tokens", "create", "--config", str(config), "--name", "a", "--role", "admin"
+        )
+        headers = {"Authorization": f"Bearer {token.stdout.strip()}"}
+        event = next(
+            json.loads(line)
+            for line in EXAMPLES.read_text().splitlines()
+            if '"session.start"' in line
+        )
+        index = httpx.post(f"{url.group()}/v1/events", json=event, headers=headers).json()[
+            "accepted"
+        ][0]["index"]
+        busy = _proctor("erase", "--config", str(config), "--subject", "u-1042", "--reason", "r")
+        assert busy.returncode == 2 and "being written by another process" in busy.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    res = _proctor(
+        "erase",
+        "--config",
+        str(config),
+        "--subject",
+        "u-1042",
+        "--reason",
+        "art. 17",
+        "--by",
+        "dpo",
+    )
+    assert res.returncode == 0, res.stderr
+    assert "erased u-1042: 1 key(s) destroyed, recorded at ledger index" in res.stdout
+    res = _proctor("erase", "--config", str(config), "--subject", "u-1042", "--reason", "again")
+    assert res.returncode == 2 and "no keys held for subject 'u-1042'" in res.stderr
+    ledger_dir = tmp_path / "ledger"
+    entry = _proctor("ledger", "entry", str(index), "--ledger", str(ledger_dir))
+    assert "alice.martin@corp.example" not in entry.stdout and '"sealed"' in entry.stdout
+    verify = _proctor("verify", "--ledger", str(ledger_dir))
+    assert verify.returncode == 0, verify.stdout + verify.stderr

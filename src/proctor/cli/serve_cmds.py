@@ -22,7 +22,8 @@ from proctor.gateway.postgres.scram import make_verifier
 from proctor.gateway.postgres.server import ADMIN_SOCKET_NAME, Gateway, admin_request
 from proctor.identity.jwks import JwksClient
 from proctor.ledger.ledger import Ledger
-from proctor.runtime import open_ledger, open_runtime
+from proctor.privacy.keys import KeyStore
+from proctor.runtime import close_ledger, open_ledger, open_runtime
 from proctor.service import (
     TOKENS_NAME,
     ApiServer,
@@ -59,7 +60,9 @@ def load_or_exit(path: Path) -> Loaded:
         raise typer.Exit(EXIT_USAGE) from None
 
 
-def _api_state(loaded: Loaded, ledger: Ledger, gateway: Gateway | None) -> ServiceState:
+def _api_state(
+    loaded: Loaded, ledger: Ledger, keys: KeyStore | None, gateway: Gateway | None
+) -> ServiceState:
     c = loaded.config
     api = c.api or ApiConfig()
     oidc = None
@@ -85,6 +88,7 @@ def _api_state(loaded: Loaded, ledger: Ledger, gateway: Gateway | None) -> Servi
         max_items=api.max_items,
         oidc=oidc,
         sessions=sessions,
+        keys=keys,
     )
 
 
@@ -123,7 +127,7 @@ async def run_gateway(loaded: Loaded, stop: asyncio.Event) -> None:
             out.print(f"listening on {host}:{port} → upstream {entry.upstream}")
         out.print(f"admin socket: {gateway.admin_path}")
         if loaded.config.api is not None:
-            state = _api_state(loaded, runtime.ledger, gateway)
+            state = _api_state(loaded, runtime.ledger, runtime.keys, gateway)
             api = await _start_api(loaded, state)
         await stop.wait()
         out.print("shutting down: ending every session")
@@ -137,17 +141,17 @@ async def run_gateway(loaded: Loaded, stop: asyncio.Event) -> None:
 
 async def run_api(loaded: Loaded, stop: asyncio.Event) -> None:
     """Serve only the audit API (no gateway) until ``stop`` is set."""
-    ledger = open_ledger(loaded)
+    ledger, keys = open_ledger(loaded)
     state: ServiceState | None = None
     try:
-        state = _api_state(loaded, ledger, None)
+        state = _api_state(loaded, ledger, keys, None)
         api = await _start_api(loaded, state)
         await stop.wait()
         out.print("shutting down")
         await api.close()
     finally:
         _close_api_state(state)
-        ledger.close()
+        close_ledger(ledger, keys)
 
 
 def _run(coro: Any) -> None:

@@ -33,6 +33,7 @@ __all__ = [
     "REQUIRED_ATTRIBUTES",
     "REQUIRED_FIELDS",
     "SCHEMA",
+    "SEALED_MAX_CHARS",
     "Action",
     "Actor",
     "Clock",
@@ -48,6 +49,7 @@ __all__ = [
     "Outcome",
     "Risk",
     "SafeInt",
+    "Sealed",
     "Session",
     "Source",
     "Target",
@@ -80,6 +82,8 @@ _Names = Annotated[tuple[_Name, ...], Meta(max_length=256)]
 # An ingested original (a Kubernetes audit event with request and response bodies, a syslog
 # message) is kept whole inside its event, up to this many characters.
 ORIGINAL_MAX_CHARS: Final = 1 << 20
+# Sealed personal fields may hold a whole original: base64 of it and the other fields.
+SEALED_MAX_CHARS: Final = 3 << 20
 
 Kind = Literal[
     "session.start",
@@ -249,6 +253,23 @@ class Original(_Part, frozen=True, kw_only=True):
     data: Annotated[str, Meta(max_length=ORIGINAL_MAX_CHARS)]
 
 
+class Sealed(_Part, frozen=True, kw_only=True):
+    """Personal fields encrypted under their subject's key (AES-256-GCM), erased with the key."""
+
+    # The leaf commits to the ciphertext, so destroying the subject's key (proctor erase)
+    # makes these fields unreadable while the ledger still verifies. `fields` names what was
+    # taken out of the event (dotted paths, e.g. actor.email, original); the plaintext is a
+    # JSON object of those paths' values, and the AEAD's associated data binds it to this
+    # event's id, subject, key id and field list (proctor.privacy.seal).
+    subject: _Name
+    key_id: Annotated[str, Meta(pattern="^[0-9a-f]{32}$", max_length=32)]
+    fields: Annotated[
+        tuple[Annotated[str, Meta(max_length=64)], ...], Meta(min_length=1, max_length=32)
+    ]
+    nonce: Annotated[str, Meta(pattern="^[A-Za-z0-9_-]{16}$", max_length=16)]
+    ciphertext: Annotated[str, Meta(max_length=SEALED_MAX_CHARS)]
+
+
 class Links(_Part, frozen=True, kw_only=True):
     """Ids of related records: the session, the event this one follows, its decision."""
 
@@ -278,6 +299,7 @@ class Event(_Part, frozen=True, kw_only=True, tag_field="schema", tag=SCHEMA):
     source: Source | None = None
     links: Links | None = None
     original: Original | None = None
+    sealed: Sealed | None = None
     input: DecisionInput | None = None
     attributes: Annotated[dict[_Slug, _Text], Meta(max_length=64)] = msgspec.field(
         default_factory=dict
@@ -358,6 +380,16 @@ def original_bytes(original: Original) -> bytes:
         _fail("$.original.data", f"invalid UTF-8 text: {exc}")
 
 
+def _sealed_digest(event: Event) -> bool:
+    """Whether ``source.original_sha256`` is the keyed digest of a sealed original.
+
+    A plain SHA-256 of a sealed original would let anyone confirm a guess of an erased record
+    (a low-entropy line with one name in it), so a sealed original's digest is keyed by its
+    subject's key (proctor.privacy.seal) and checked when the original is unsealed.
+    """
+    return event.sealed is not None and "original" in event.sealed.fields
+
+
 def _original(event: Event) -> None:
     assert event.original is not None
     digest = hashlib.sha256(original_bytes(event.original)).hexdigest()
@@ -397,7 +429,7 @@ def check_event(event: Event) -> None:
         _slug("$.source.system", source.system)
         if source.address is not None:
             _address("$.source.address", source.address)
-    if event.original is not None:
+    if event.original is not None and not _sealed_digest(event):
         _original(event)
     if (links := event.links) is not None:
         _uuid7("$.links.parent_id", links.parent_id)

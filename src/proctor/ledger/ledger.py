@@ -20,7 +20,7 @@ import itertools
 import os
 import stat
 import threading
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -117,13 +117,16 @@ class Ledger:
         max_time_skew_ms: int = 300_000,
         clock: ClockSource | None = None,
         cache_tiles: int = DEFAULT_CACHE_TILES,
+        sealer: Callable[[Event], Event] | None = None,
     ) -> None:
         """Open the ledger in ``directory``; with ``signer``, also for appending.
 
         ``cache_tiles`` bounds the full tiles whose hashes proofs keep (~16 KiB each; 0 keeps
-        none): see ``TileCache``.
+        none): see ``TileCache``. ``sealer`` turns each event into the form stored (personal
+        fields encrypted under their subject's key: proctor.privacy) before it is hashed.
         """
         self.directory = directory
+        self.sealer = sealer
         db = directory / DB_NAME
         if not db.exists():
             raise UsageError(f"no ledger in {directory} (create one with: proctor ledger init)")
@@ -210,6 +213,8 @@ class Ledger:
         The ledger index is the order of record; an event's own time is data. One whose time
         is further than the configured bound from the ledger's clock is kept, with a flag.
         """
+        if self.sealer is not None:
+            event = self.sealer(event)
         skew = abs(_time_ns(event.time) - self.clock.now()[0])
         if skew > self.max_time_skew_ns and TIME_SKEW_FLAG not in event.flags:
             event = msgspec.structs.replace(event, flags=(*event.flags, TIME_SKEW_FLAG))

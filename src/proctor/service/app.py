@@ -28,6 +28,7 @@ from proctor.errors import (
 )
 from proctor.events.jsonschema import event_schema_components
 from proctor.ledger.ledger import Ledger
+from proctor.privacy.keys import KeyStore
 from proctor.service.auth import Caller, Forbidden, OidcRoles, Unauthenticated, authenticate
 from proctor.service.tokens import Role, TokenStore
 
@@ -90,6 +91,8 @@ class ServiceState:
     max_items: int = 10_000
     oidc: OidcRoles | None = None
     sessions: SessionControl | None = None
+    keys: KeyStore | None = None
+    """Per-subject keys, when personal fields are sealed (``[privacy]``)."""
     extras: dict[str, Any] = field(default_factory=dict)
 
 

@@ -11,15 +11,26 @@ import asyncio
 from typing import Annotated, Any
 
 import msgspec
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 
 from proctor.errors import UsageError
-from proctor.events import Action, Actor, Event, Source, Target, format_time, new_event_id
+from proctor.events import (
+    Action,
+    Actor,
+    Event,
+    Source,
+    Target,
+    decode_event,
+    format_time,
+    new_event_id,
+)
 from proctor.ledger.ledger import DB_NAME
 from proctor.ledger.store import SqliteStore
 from proctor.ledger.verify import verify_ledger
+from proctor.privacy.erasure import erase_subject_async
+from proctor.privacy.seal import unseal
 from proctor.service.app import ApiError, ServiceState, SessionControl, role, state_of
 from proctor.service.auth import Caller
 
@@ -70,6 +81,10 @@ class EntryOut(BaseModel):
 
     index: int
     event: dict[str, Any]
+    """The event as stored, or with ``unseal`` its readable view (personal fields back)."""
+    personal: str = Field(
+        description="clear (nothing sealed), sealed (not asked to unseal), unsealed, or erased"
+    )
     entry: str = Field(description="The exact canonical bytes the leaf hash covers (UTF-8).")
     receipt: str = Field(description="A C2SP tlog-proof against a signed checkpoint.")
 
@@ -79,18 +94,30 @@ async def get_entry(
     request: Request,
     index: Annotated[int, Path(ge=0, le=2**53 - 1)],
     who: Annotated[Caller, Depends(role("auditor"))],
+    unseal_fields: Annotated[
+        bool, Query(alias="unseal", description="Open the sealed personal fields.")
+    ] = False,
 ) -> EntryOut:
     """The event at ``index`` and a receipt an auditor checks with the verifier key alone."""
     state = state_of(request)
     size = await asyncio.to_thread(state.ledger.size)
     if index >= size:
         raise ApiError(404, f"no entry at index {index} (the ledger has {size})")
-    await record_access(request, who, "entry", str(index))
+    await record_access(request, who, "entry.unseal" if unseal_fields else "entry", str(index))
     data = await asyncio.to_thread(state.ledger.entry, index)
     receipt = await asyncio.to_thread(state.ledger.prove, index)
+    event = decode_event(data)
+    personal = "clear" if event.sealed is None else "sealed"
+    view: dict[str, Any] = msgspec.json.decode(data)
+    if unseal_fields and event.sealed is not None:
+        keys = state.keys
+        opened = unseal(event, (lambda s, k: None) if keys is None else keys.key)
+        personal = opened.state
+        view = msgspec.to_builtins(opened.event)
     return EntryOut(
         index=index,
-        event=msgspec.json.decode(data),
+        event=view,
+        personal=personal,
         entry=data.decode(),
         receipt=receipt.text(),
     )
@@ -135,6 +162,41 @@ async def verify(request: Request, who: Annotated[Caller, Depends(role("auditor"
     state = state_of(request)
     await record_access(request, who, "verify")
     return VerifyOut.model_validate(await asyncio.to_thread(_verify, state))
+
+
+class ErasureIn(BaseModel):
+    """Whose personal data to erase, and why (recorded)."""
+
+    subject: str = Field(min_length=1, max_length=256, description="The subject (actor id).")
+    reason: str = Field(min_length=1, max_length=1024)
+
+
+class ErasureOut(BaseModel):
+    """A finished erasure: the keys destroyed and the ledger index of its ``erasure`` event."""
+
+    subject: str
+    key_ids: list[str]
+    index: int
+
+
+@router.post("/v1/erasures", summary="Erase a subject's personal data (GDPR)", tags=["privacy"])
+async def erase(
+    request: Request, body: ErasureIn, who: Annotated[Caller, Depends(role("admin"))]
+) -> ErasureOut:
+    """Destroys the subject's keys: their sealed fields become unreadable, the ledger still
+    verifies, and the erasure is itself an event."""
+    state = state_of(request)
+    if state.keys is None:
+        raise ApiError(404, "personal fields are not sealed here (no [privacy] in proctor.toml)")
+    done = await erase_subject_async(
+        state.keys,
+        state.ledger.append_async,
+        body.subject,
+        reason=body.reason,
+        by=who.name,
+        instance=state.instance,
+    )
+    return ErasureOut(subject=done.subject, key_ids=list(done.key_ids), index=done.index)
 
 
 class SessionOut(BaseModel):
