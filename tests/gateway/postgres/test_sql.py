@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -261,3 +263,28 @@ def test_where_a_constant_can_matter_each_text_is_analysed(one: str, other: str)
     second = a.analyze(other)
     assert a.shape_hits == 0 and a.misses == 2
     assert second == analyze(other)
+
+
+def test_deep_statements_are_analyzed_or_refused_never_crash_the_process() -> None:
+    # ~24,000 levels of a left-deep tree overflowed pglast's recursive conversion on an 8 MiB
+    # stack (SIGSEGV: every session of the gateway gone). Run where a crash is visible.
+    script = (
+        "from proctor.gateway.postgres.sql import analyze, SqlError\n"
+        "a = analyze('SELECT ' + '+'.join(['1'] * 30000))\n"
+        "b = analyze(' UNION '.join(['SELECT 1'] * 30000))\n"
+        "print(a.statements[0].operation, b.statements[0].operation)\n"
+        "try:\n"
+        "    analyze('SELECT ' + '+'.join(['1'] * 300000))\n"
+        "except SqlError as exc:\n"
+        "    print(exc)\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert res.returncode == 0, (res.returncode, res.stderr[-2000:])
+    lines = res.stdout.splitlines()
+    assert lines[0] == "SELECT SELECT"
+    assert lines[1] == (
+        "the SQL text has 600000 tokens, more than the 500000 Proctor analyzes: "
+        "split it (or load data with COPY)"
+    )

@@ -15,9 +15,11 @@ guard most.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import re
+import threading
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -415,8 +417,50 @@ class _Collector(Visitor):
         self.settings.append(name)
 
 
+# pglast turns libpg_query's parse tree into Python objects recursively in C, about 350 bytes
+# of stack per tree level: a left-deep chain (1+1+…, SELECT 1 UNION SELECT 1 …) of ~24,000
+# levels overflows an 8 MiB thread stack and kills the process (SIGSEGV), and libpg_query's
+# own depth check does not catch every shape. A tree level needs at least two characters of
+# SQL, so text up to DIRECT_PARSE_CHARS parses on the caller's stack; longer text parses on one
+# thread with a DEEP_PARSE_STACK stack, after the lexer (no recursion) has bounded its tokens.
+DIRECT_PARSE_CHARS: Final = 16_000
+DEEP_PARSE_STACK: Final = 512 << 20
+MAX_STATEMENT_TOKENS: Final = 500_000  # ≤ ~175 MiB of stack at one level per token
+
+
+@functools.cache
+def _deep_parser() -> concurrent.futures.ThreadPoolExecutor:
+    """One worker thread with a stack deep enough for MAX_STATEMENT_TOKENS levels."""
+    pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="proctor-deep-parse")
+    with _STACK_SIZE_LOCK:
+        previous = threading.stack_size(DEEP_PARSE_STACK)
+        try:
+            pool.submit(int).result()  # the worker starts now, with this stack size
+        finally:
+            threading.stack_size(previous)
+    return pool
+
+
+_STACK_SIZE_LOCK: Final = threading.Lock()
+
+
 def analyze(sql: str) -> Analysis:
     """The statements of ``sql`` and what each does; SqlError when it does not parse."""
+    if len(sql) <= DIRECT_PARSE_CHARS:
+        return _analyze(sql)
+    try:
+        tokens = len(pglast.parser.scan(sql))
+    except pglast.parser.ParseError as exc:
+        raise SqlError(f"SQL does not parse: {exc}") from None
+    if tokens > MAX_STATEMENT_TOKENS:
+        raise SqlError(
+            f"the SQL text has {tokens} tokens, more than the {MAX_STATEMENT_TOKENS} Proctor "
+            "analyzes: split it (or load data with COPY)"
+        )
+    return _deep_parser().submit(_analyze, sql).result()
+
+
+def _analyze(sql: str) -> Analysis:
     try:
         texts = pglast.split(sql)
         raws = [pglast.parse_sql(text) for text in texts]
