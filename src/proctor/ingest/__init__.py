@@ -1,0 +1,26 @@
+"""Normalizers: records of other systems as ``proctor.access/v1`` events of kind ``ingest``.
+
+- ``kubernetes``  ``audit.k8s.io/v1`` EventList/Event bodies (the API server's audit webhook)
+  → one event per audit event.
+- ``_common``     what they share: :class:`Received` (receive time, ingest instance, sender),
+  the per-item results (``Event`` | :class:`IngestError` | :class:`Skipped`) and the builder
+  that checks every event against the schema before it is returned.
+
+Data flows: source bytes → a normalizer → ``list[Result]`` in input order → the caller
+appends the events to the ledger and reports the errors. Every event keeps the source record
+byte for byte in ``original`` (bound by ``source.original_sha256``); one bad record never
+spoils the others. Every failure is an :class:`IngestError` (a ``proctor.errors.InputError``)
+naming the item, line, field and byte offset, never quoting the record. See docs/ingest.md.
+"""
+
+from proctor.ingest._common import IngestError, Received, Result, Skipped
+from proctor.ingest.kubernetes import K8sOptions, normalize_k8s_audit
+
+__all__ = [
+    "IngestError",
+    "K8sOptions",
+    "Received",
+    "Result",
+    "Skipped",
+    "normalize_k8s_audit",
+]
