@@ -495,7 +495,7 @@ _fields = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=150)
 @given(st.lists(_fields, max_size=4))
 def test_random_items_map_or_are_named(items: list[dict[str, Any]]) -> None:
     raws = [json.dumps(item).encode() for item in items]

@@ -2,6 +2,9 @@
 
 - ``kubernetes``  ``audit.k8s.io/v1`` EventList/Event bodies (the API server's audit webhook)
   → one event per audit event.
+- ``pgaudit``     pgaudit entries in PostgreSQL logs (``csvlog`` files, ``stderr`` lines with a
+  ``log_line_prefix``) → one event per entry, statements redacted; other lines are skipped.
+  ``_pglog`` cuts the logs into records.
 - ``_common``     what they share: :class:`Received` (receive time, ingest instance, sender),
   the per-item results (``Event`` | :class:`IngestError` | :class:`Skipped`) and the builder
   that checks every event against the schema before it is returned.
@@ -15,12 +18,22 @@ naming the item, line, field and byte offset, never quoting the record. See docs
 
 from proctor.ingest._common import IngestError, Received, Result, Skipped
 from proctor.ingest.kubernetes import K8sOptions, normalize_k8s_audit
+from proctor.ingest.pgaudit import (
+    LinePrefix,
+    PgauditOptions,
+    normalize_pgaudit_csvlog,
+    normalize_pgaudit_stderr,
+)
 
 __all__ = [
     "IngestError",
     "K8sOptions",
+    "LinePrefix",
+    "PgauditOptions",
     "Received",
     "Result",
     "Skipped",
     "normalize_k8s_audit",
+    "normalize_pgaudit_csvlog",
+    "normalize_pgaudit_stderr",
 ]
