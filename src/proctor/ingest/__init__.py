@@ -5,6 +5,8 @@
 - ``pgaudit``     pgaudit entries in PostgreSQL logs (``csvlog`` files, ``stderr`` lines with a
   ``log_line_prefix``) → one event per entry, statements redacted; other lines are skipped.
   ``_pglog`` cuts the logs into records.
+- ``syslog``      RFC 5424 messages (sans-IO parser) and RFC 6587 TCP framing → one event per
+  message; the sender or the ``proctor@32473`` structured data says who did what.
 - ``_common``     what they share: :class:`Received` (receive time, ingest instance, sender),
   the per-item results (``Event`` | :class:`IngestError` | :class:`Skipped`) and the builder
   that checks every event against the schema before it is returned.
@@ -24,16 +26,30 @@ from proctor.ingest.pgaudit import (
     normalize_pgaudit_csvlog,
     normalize_pgaudit_stderr,
 )
+from proctor.ingest.syslog import (
+    SD_ID,
+    SdElement,
+    SyslogFramer,
+    SyslogMessage,
+    normalize_syslog,
+    parse_syslog,
+)
 
 __all__ = [
+    "SD_ID",
     "IngestError",
     "K8sOptions",
     "LinePrefix",
     "PgauditOptions",
     "Received",
     "Result",
+    "SdElement",
     "Skipped",
+    "SyslogFramer",
+    "SyslogMessage",
     "normalize_k8s_audit",
     "normalize_pgaudit_csvlog",
     "normalize_pgaudit_stderr",
+    "normalize_syslog",
+    "parse_syslog",
 ]
