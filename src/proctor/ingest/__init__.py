@@ -7,6 +7,9 @@
   ``_pglog`` cuts the logs into records.
 - ``syslog``      RFC 5424 messages (sans-IO parser) and RFC 6587 TCP framing → one event per
   message; the sender or the ``proctor@32473`` structured data says who did what.
+- ``syslog_server`` the asyncio TCP/TLS listener: framer → normalizer → an awaited sink per
+  batch before it reads more (back-pressure), errors to a callback. The only module here that
+  does I/O; import it by name (the package itself imports no asyncio).
 - ``_common``     what they share: :class:`Received` (receive time, ingest instance, sender),
   the per-item results (``Event`` | :class:`IngestError` | :class:`Skipped`) and the builder
   that checks every event against the schema before it is returned.
