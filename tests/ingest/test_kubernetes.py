@@ -291,6 +291,13 @@ def test_a_bad_body_raises(body: bytes, message: str) -> None:
     assert str(caught.value) == message
 
 
+def test_deep_nesting_is_an_input_error() -> None:
+    body = event_list(b'{"requestObject":' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+    with pytest.raises(IngestError) as caught:
+        normalize(body)
+    assert str(caught.value) == "$: JSON nested too deeply"
+
+
 @pytest.mark.parametrize(
     ("verb", "ref", "expected"),
     [

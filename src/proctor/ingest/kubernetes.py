@@ -146,6 +146,8 @@ def _decode(decoder: msgspec.json.Decoder[_T], data: bytes) -> _T:
         raise IngestError("not valid JSON", field="$") from None
     except UnicodeError:
         raise IngestError("not valid UTF-8", field="$") from None
+    except RecursionError:  # msgspec stops at Python's recursion limit (~1000 levels)
+        raise IngestError("JSON nested too deeply", field="$") from None
 
 
 def normalize_k8s_audit(

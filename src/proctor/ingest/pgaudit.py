@@ -13,13 +13,15 @@ Statements are recorded redacted. The text goes through the gateway's analysis
 (constants as ``$n``), then through PostgreSQL's own lexer (``pglast.parser.scan``), which
 replaces any constant the normalizer left (it keeps ``EXECUTE p('…')`` arguments and DDL
 defaults) and drops comments. A statement pglast cannot parse is redacted by the lexer alone
-(flag ``statement_unparsed``); one it cannot even scan is left out (``statement_omitted``).
+(flag ``statement_unparsed``), as is one too long to parse safely (``MAX_ANALYSED_TOKENS``);
+one the lexer cannot read is left out (``statement_omitted``).
 Parameters (``PARAMETER``) are never mapped. The original keeps the full text.
 """
 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import io
 from collections.abc import Iterable
@@ -91,6 +93,12 @@ _CLASS: Final[dict[str, ActionClass]] = {
 _CONSTANTS: Final = frozenset({"SCONST", "USCONST", "ICONST", "FCONST", "BCONST", "XCONST"})
 _COMMENTS: Final = frozenset({"C_COMMENT", "SQL_COMMENT"})
 _MAX_OBJECTS: Final = 1024
+MAX_ANALYSED_TOKENS: Final = 10_000
+"""Longer statements are redacted by the lexer alone, never given to ``pglast.parse_sql``: it
+builds its Python tree recursively and overflows the C stack (a segfault that ends the whole
+process, not an exception) on a left-deep expression such as ``1 + 1 + …`` with ~25,000 terms.
+A tree is at most about half as deep as the statement has tokens (the grammar itself refuses
+right-nested constructs deeper than 10,000), so this bound keeps a wide margin."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -303,12 +311,17 @@ def redact_statement(sql: str) -> tuple[str | None, Analysis | None]:
     """``sql`` with every literal replaced by ``$n`` and comments dropped, and its analysis.
 
     The text is None when it cannot be redacted safely (PostgreSQL's lexer rejects it); the
-    analysis is None when PostgreSQL's parser does (the text is then redacted lexically).
+    analysis is None when PostgreSQL's parser rejects it, or the statement has more than
+    ``MAX_ANALYSED_TOKENS`` tokens (the text is then redacted by the lexer alone).
     """
     try:
-        analysis: Analysis | None = analyze(sql)
-    except SqlError:
-        analysis = None
+        tokens = pglast.parser.scan(sql)
+    except pglast.parser.ParseError:
+        return None, None
+    analysis: Analysis | None = None
+    if len(tokens) <= MAX_ANALYSED_TOKENS:
+        with contextlib.suppress(SqlError):  # the parser rejects it: lexer only
+            analysis = analyze(sql)
     base = sql
     if analysis is not None and all(s.normalized for s in analysis.statements):
         base = "; ".join(s.normalized for s in analysis.statements)
