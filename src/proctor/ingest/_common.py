@@ -42,6 +42,8 @@ from proctor.events.schema import ORIGINAL_MAX_CHARS
 
 __all__ = [
     "MAX_NAME",
+    "MAX_OPERATION",
+    "MAX_STATEMENT",
     "MAX_TEXT",
     "Draft",
     "IngestError",
@@ -50,6 +52,7 @@ __all__ = [
     "Skipped",
     "compressed_ip",
     "name",
+    "names",
     "rfc3339_ns",
     "utc_ns",
 ]
@@ -59,7 +62,9 @@ MAX_NAME: Final = 256
 MAX_TEXT: Final = 4096
 """Schema limit of free text (attribute values, reasons, outcome messages)."""
 MAX_OPERATION: Final = 64
+"""Schema limit of ``action.operation``."""
 MAX_STATEMENT: Final = 65536
+"""Schema limit of ``action.statement``."""
 DEFAULT_FUTURE_SKEW_NS: Final = 60 * 1_000_000_000
 
 

@@ -20,7 +20,7 @@ import enum
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, NoReturn, get_args, get_type_hints
+from typing import Any, Final, Literal, NoReturn, TypeVar, get_args, get_type_hints
 
 from proctor.events import Action, Actor, Decision, Event, Outcome, Target
 from proctor.ingest._common import (
@@ -273,10 +273,17 @@ _ONCE: Final = frozenset(
     }
 )
 _REPEATED: Final = frozenset({"group", "object"})
-_KINDS: Final = ("human", "agent", "service")
-_EFFECTS: Final = ("allow", "deny", "step_up")
-_STATUSES: Final = ("ok", "error", "cancelled", "revoked")
-_CLASSES: Final = get_args(get_type_hints(Action)["class_"])  # the schema's action classes
+_KINDS: Final[tuple[Literal["human", "agent", "service"], ...]] = ("human", "agent", "service")
+_EFFECTS: Final[tuple[Literal["allow", "deny", "step_up"], ...]] = ("allow", "deny", "step_up")
+_STATUSES: Final[tuple[Literal["ok", "error", "cancelled", "revoked"], ...]] = (
+    "ok",
+    "error",
+    "cancelled",
+    "revoked",
+)
+_C = TypeVar("_C", bound=str)
+# The schema's action classes, read from Action so the two never drift apart.
+_CLASSES: Final[tuple[Any, ...]] = get_args(get_type_hints(Action)["class_"])
 
 
 def normalize_syslog(messages: Sequence[bytes], *, received: Received) -> list[Event | IngestError]:
@@ -305,11 +312,19 @@ def _proctor_params(message: SyslogMessage) -> dict[str, list[str]]:
     return found
 
 
-def _one(params: dict[str, list[str]], key: str, choices: Sequence[str] = ()) -> str | None:
-    value = params.get(key, [None])[0]
-    if value is not None and choices and value not in choices:
-        raise IngestError(f"expected one of {', '.join(choices)}", field=f"SD-PARAM {SD_ID} {key}")
-    return value
+def _one(params: dict[str, list[str]], key: str) -> str | None:
+    return params.get(key, [None])[0]
+
+
+def _choice(params: dict[str, list[str]], key: str, choices: tuple[_C, ...]) -> _C | None:
+    """The parameter as one of ``choices`` (so typed as the schema's literal)."""
+    value = _one(params, key)
+    if value is None:
+        return None
+    for choice in choices:
+        if value == choice:
+            return choice
+    raise IngestError(f"expected one of {', '.join(choices)}", field=f"SD-PARAM {SD_ID} {key}")
 
 
 def _event(data: bytes, received: Received) -> Event:
@@ -352,10 +367,10 @@ def _actor(message: SyslogMessage, params: dict[str, list[str]]) -> Actor | None
     groups = names(params.get("group", []), f"{field} group")
     ip = _one(params, "actor_ip")
     if actor_id is not None:
-        kind = _one(params, "actor_kind", _KINDS) or "human"
+        kind = _choice(params, "actor_kind", _KINDS) or "human"
         return Actor(
             id=name(actor_id, f"{field} actor"),
-            kind=kind,  # type: ignore[arg-type]  # checked against _KINDS
+            kind=kind,
             groups=groups,
             ip=_ip(ip, f"{field} actor_ip") if ip is not None else None,
         )
@@ -391,7 +406,7 @@ def _target(params: dict[str, list[str]]) -> Target | None:
 
 
 def _action(params: dict[str, list[str]]) -> Action | None:
-    action_class = _one(params, "action_class", _CLASSES)
+    action_class = _choice(params, "action_class", _CLASSES)
     operation = _one(params, "operation")
     if action_class is None:
         if operation is not None:
@@ -400,7 +415,7 @@ def _action(params: dict[str, list[str]]) -> Action | None:
             )
         return None
     return Action(
-        class_=action_class,  # type: ignore[arg-type]  # checked against _CLASSES
+        class_=action_class,
         operation=name(operation, f"SD-PARAM {SD_ID} operation", MAX_OPERATION)
         if operation is not None
         else None,
@@ -408,18 +423,18 @@ def _action(params: dict[str, list[str]]) -> Action | None:
 
 
 def _decision(params: dict[str, list[str]], draft: Draft) -> Decision | None:
-    effect = _one(params, "decision", _EFFECTS)
+    effect = _choice(params, "decision", _EFFECTS)
     reason = _one(params, "reason")
     if effect is None:
         if reason is not None:
             raise IngestError("reason needs decision", field=f"SD-PARAM {SD_ID} decision")
         return None
     text = draft.text("decision.reasons", reason) if reason else f"reported by syslog: {effect}"
-    return Decision(effect=effect, reasons=(text,))  # type: ignore[arg-type]
+    return Decision(effect=effect, reasons=(text,))
 
 
 def _outcome(params: dict[str, list[str]]) -> Outcome | None:
-    status = _one(params, "outcome", _STATUSES)
+    status = _choice(params, "outcome", _STATUSES)
     sqlstate = _one(params, "sqlstate")
     if sqlstate is not None and (
         len(sqlstate) != 5
@@ -430,7 +445,7 @@ def _outcome(params: dict[str, list[str]]) -> Outcome | None:
         if sqlstate is not None:
             raise IngestError("sqlstate needs outcome", field=f"SD-PARAM {SD_ID} outcome")
         return None
-    return Outcome(status=status, sqlstate=sqlstate)  # type: ignore[arg-type]
+    return Outcome(status=status, sqlstate=sqlstate)
 
 
 # --- RFC 6587 framing -------------------------------------------------------------------
