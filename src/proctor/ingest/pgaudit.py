@@ -34,7 +34,7 @@ import pglast
 from proctor.errors import UsageError
 from proctor.events import Action, Actor, Event, Outcome, Target
 from proctor.events.context import ActionClass
-from proctor.gateway.postgres.sql import Analysis, SqlError, analyze
+from proctor.gateway.postgres.sql import Analysis, SqlError, analyze, redact
 from proctor.ingest._common import (
     MAX_NAME,
     MAX_OPERATION,
@@ -90,8 +90,6 @@ _CLASS: Final[dict[str, ActionClass]] = {
     "MISC": "admin",
     "MISC_SET": "utility",
 }
-_CONSTANTS: Final = frozenset({"SCONST", "USCONST", "ICONST", "FCONST", "BCONST", "XCONST"})
-_COMMENTS: Final = frozenset({"C_COMMENT", "SQL_COMMENT"})
 _MAX_OBJECTS: Final = 1024
 MAX_ANALYSED_TOKENS: Final = 10_000
 """Longer statements are redacted by the lexer alone, never given to ``pglast.parse_sql``: it
@@ -325,32 +323,4 @@ def redact_statement(sql: str) -> tuple[str | None, Analysis | None]:
     base = sql
     if analysis is not None and all(s.normalized for s in analysis.statements):
         base = "; ".join(s.normalized for s in analysis.statements)
-    return _scrub(base), analysis
-
-
-def _scrub(text: str) -> str | None:
-    """Replace every constant token with a fresh ``$n`` and drop comments (the lexer of
-    PostgreSQL's parser, so quoting rules are PostgreSQL's: dollar quotes, E'', U&'')."""
-    try:
-        tokens = pglast.parser.scan(text)
-    except pglast.parser.ParseError:
-        return None
-    params = [int(text[t.start + 1 : t.end + 1]) for t in tokens if t.name == "PARAM"]
-    number = max(params, default=0)
-    out: list[str] = []
-    pos = 0
-    for token in tokens:
-        if token.name in _CONSTANTS:
-            number += 1
-            out.append(f"{text[pos : token.start]}${number}")
-            pos = token.end + 1
-        elif token.name in _COMMENTS:
-            before = text[pos : token.start]
-            pos = token.end + 1
-            if pos < len(text) and text[pos].isspace():  # what follows still separates
-                before = before.rstrip(" \t")
-            elif not before[-1:].isspace():  # a comment separates tokens: keep a space
-                before += " "
-            out.append(before)
-    out.append(text[pos:])
-    return "".join(out).strip()
+    return redact(base), analysis

@@ -288,3 +288,24 @@ def test_deep_statements_are_analyzed_or_refused_never_crash_the_process() -> No
         "the SQL text has 600000 tokens, more than the 500000 Proctor analyzes: "
         "split it (or load data with COPY)"
     )
+
+
+@pytest.mark.parametrize(
+    ("sql", "recorded"),
+    [
+        ("EXECUTE p(1, 'Hunter Valley')", "EXECUTE p($1, $2)"),
+        ("ALTER ROLE bob PASSWORD 'hunter2'", "ALTER ROLE bob PASSWORD $1"),
+        (
+            "CREATE TABLE t (a text DEFAULT 'pw') -- the vault code",
+            "CREATE TABLE t (a text DEFAULT $1)",
+        ),
+        (
+            "SELECT * FROM t WHERE a = E'x\\'y' /* why */ AND b = 2",
+            "SELECT * FROM t WHERE a = $1 AND b = $2",
+        ),
+        ("SELECT $tag$ secret $tag$, U&'d\\0061t\\+000061'", "SELECT $1, $2"),
+        ("PREPARE s1 AS SELECT 1", "PREPARE s1 AS SELECT $1"),
+    ],
+)
+def test_the_recorded_statement_keeps_no_literal_and_no_comment(sql: str, recorded: str) -> None:
+    assert analyze(sql).statements[0].redacted == recorded

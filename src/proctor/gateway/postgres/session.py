@@ -196,7 +196,7 @@ class Session:
         if statement is not None:
             action = msgspec.structs.replace(
                 decided.event.action or Action(class_=ctx.action.class_),
-                statement=statement.normalized[:_MAX_STATEMENT] or None,
+                statement=statement.redacted[:_MAX_STATEMENT] or None,
                 fingerprint=statement.fingerprint or None,
             )
             event = msgspec.structs.replace(decided.event, action=action)

@@ -229,6 +229,10 @@ class Statement:
     copy_program: bool
     fingerprint: str
     normalized: str
+    """pglast's normalized text: DML constants replaced by ``$n`` (the shape cache's key)."""
+    redacted: str = ""
+    """What is recorded: ``normalized`` with every constant the lexer still finds (utility
+    statements' arguments, DDL defaults, EXECUTE parameters) replaced and comments dropped."""
     settings: tuple[str, ...] = ()
     """Settings it changes (SET, RESET, set_config); ``*`` when a name is not a constant."""
     redefines: bool = False
@@ -501,12 +505,50 @@ def _statement(text: str, node: Any) -> Statement:
         writes_in_cte=seen.cte_writes,
         copy_program=tag == "CopyStmt" and bool(node.is_program),
         fingerprint=_fingerprint(text),
-        normalized=_normalized(text),
+        normalized=(normalized := _normalized(text)),
+        redacted=redact(normalized or text) or "",
         settings=_unique(seen.settings),
         redefines=tag in _REDEFINES,
         tag=tag,
         computed_columns=seen.computed_columns(),
     )
+
+
+_CONSTANTS: Final = frozenset({"SCONST", "USCONST", "ICONST", "FCONST", "BCONST", "XCONST"})
+_COMMENTS: Final = frozenset({"C_COMMENT", "SQL_COMMENT"})
+
+
+def redact(text: str) -> str | None:
+    """``text`` with every constant token replaced by a fresh ``$n`` and comments dropped.
+
+    pglast's normalize replaces the constants of DML only; ``EXECUTE p(1, 'x')``, ``ALTER ROLE
+    … PASSWORD 'pw'``, ``DEFAULT 'secret'`` and comments keep theirs. This uses PostgreSQL's
+    own lexer (its quoting rules: dollar quotes, E'', U&''), so no literal is missed by a guess
+    at quoting. None when the lexer rejects the text (record nothing rather than leak it).
+    """
+    try:
+        tokens = pglast.parser.scan(text)
+    except pglast.parser.ParseError:
+        return None
+    params = [int(text[t.start + 1 : t.end + 1]) for t in tokens if t.name == "PARAM"]
+    number = max(params, default=0)
+    out: list[str] = []
+    pos = 0
+    for token in tokens:
+        if token.name in _CONSTANTS:
+            number += 1
+            out.append(f"{text[pos : token.start]}${number}")
+            pos = token.end + 1
+        elif token.name in _COMMENTS:
+            before = text[pos : token.start]
+            pos = token.end + 1
+            if pos < len(text) and text[pos].isspace():  # what follows still separates
+                before = before.rstrip(" \t")
+            elif not before[-1:].isspace():  # a comment separates tokens: keep a space
+                before += " "
+            out.append(before)
+    out.append(text[pos:])
+    return "".join(out).strip()
 
 
 def _normalized(text: str) -> str:
