@@ -21,6 +21,7 @@ import sys
 from proctor.cli import (
     decide_cmds,
     demo,
+    evidence_cmds,
     keys,
     ledger_cmds,
     policy_cmds,
@@ -36,6 +37,7 @@ __all__ = ["app", "main"]
 _COMMANDS = (
     decide_cmds,
     demo,
+    evidence_cmds,
     keys,
     ledger_cmds,
     policy_cmds,
