@@ -38,6 +38,7 @@ __all__ = [
     "PoliciesConfig",
     "PrivacyConfig",
     "RiskSettings",
+    "SyslogConfig",
     "Upstream",
     "UserEntry",
     "load_config",
@@ -192,6 +193,18 @@ class ApiConfig(_Part, frozen=True, kw_only=True):
     """API role → the provider roles (from ``oidc.roles_claim``) that grant it to a token."""
 
 
+class SyslogConfig(_Part, frozen=True, kw_only=True):
+    """A syslog (RFC 5424 over TCP, RFC 6587 framing) listener whose messages are ingested."""
+
+    address: str = "127.0.0.1:6514"
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    allow_plaintext: bool = False
+    """Listen without TLS on an address other than loopback."""
+    max_frame: Annotated[int, Meta(ge=480, le=16 << 20)] = 65536
+    """Largest message in octets (RFC 5425 asks receivers to take at least 2048)."""
+
+
 class PrivacyConfig(_Part, frozen=True, kw_only=True):
     """GDPR erasure: which personal fields are sealed per subject, and the master key."""
 
@@ -225,6 +238,7 @@ class Config(_Part, frozen=True, kw_only=True):
     limits: Limits = Limits()
     api: ApiConfig | None = None
     privacy: PrivacyConfig | None = None
+    syslog: SyslogConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -313,6 +327,8 @@ def _cross_checks(loaded: Loaded, env: Mapping[str, str]) -> list[str]:
         out += _api(loaded, c.api, has_oidc=c.oidc is not None)
     if c.privacy is not None:
         out += _privacy(loaded, c.privacy, env)
+    if c.syslog is not None:
+        out += _listener(loaded, "syslog", c.syslog)
     if not loaded.path(c.policies.directory).is_dir():
         out.append(f"policies.directory: {c.policies.directory} is not a directory")
     out += _timezone(c.policies.timezone)
@@ -322,21 +338,27 @@ def _cross_checks(loaded: Loaded, env: Mapping[str, str]) -> list[str]:
     return out
 
 
-def _api(loaded: Loaded, api: ApiConfig, *, has_oidc: bool) -> list[str]:
-    out = _address("api.address", api.address)
-    if (api.tls_cert is None) != (api.tls_key is None):
-        out.append("api: tls_cert and tls_key go together")
-    host = api.address.rpartition(":")[0].strip("[]")
-    if api.tls_cert is None and not api.allow_plaintext and not out and not _loopback(host):
-        # Bearer tokens would cross the network in clear.
+def _listener(loaded: Loaded, name: str, part: ApiConfig | SyslogConfig) -> list[str]:
+    """Checks of a TLS-capable listener section: address, the key pair, no clear text off
+    loopback (tokens, or records with personal data, would cross the network readable)."""
+    out = _address(f"{name}.address", part.address)
+    if (part.tls_cert is None) != (part.tls_key is None):
+        out.append(f"{name}: tls_cert and tls_key go together")
+    host = part.address.rpartition(":")[0].strip("[]")
+    if part.tls_cert is None and not part.allow_plaintext and not out and not _loopback(host):
         out.append(
-            f"api.address: {api.address} is not loopback; add tls_cert and tls_key "
+            f"{name}.address: {part.address} is not loopback; add tls_cert and tls_key "
             "(or allow_plaintext = true behind a proxy that terminates TLS)"
         )
     for key in ("tls_cert", "tls_key"):
-        value = getattr(api, key)
+        value = getattr(part, key)
         if value is not None:
-            out += _readable(loaded, f"api.{key}", value, secret=key == "tls_key")
+            out += _readable(loaded, f"{name}.{key}", value, secret=key == "tls_key")
+    return out
+
+
+def _api(loaded: Loaded, api: ApiConfig, *, has_oidc: bool) -> list[str]:
+    out = _listener(loaded, "api", api)
     if api.oidc_roles and not has_oidc:
         out.append("api.oidc_roles: needs an [oidc] provider to check the tokens")
     return out

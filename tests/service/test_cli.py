@@ -6,14 +6,18 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from proctor.events import decode_event, original_bytes
+from proctor.ledger.ledger import Ledger
 from tests.service.conftest import EXAMPLES
 
 PROCTOR = [str(Path(sys.executable).parent / "proctor")]
@@ -150,3 +154,40 @@ def test_proctor_erase_destroys_the_keys_of_a_subject_the_api_sealed(tmp_path: P
     assert "alice.martin@corp.example" not in entry.stdout and '"sealed"' in entry.stdout
     verify = _proctor("verify", "--ledger", str(ledger_dir))
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_serve_ingests_syslog_over_tcp(tmp_path: Path) -> None:
+    config = _config(tmp_path, 'address = "127.0.0.1:0"\n[syslog]\naddress = "127.0.0.1:0"')
+    proc = subprocess.Popen(
+        [*PROCTOR, "serve", "--api-only", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, NO_COLOR="1", COLUMNS="200"),
+    )
+    assert proc.stdout is not None
+    try:
+        proc.stdout.readline()  # the API
+        found = re.search(r"syslog on 127\.0\.0\.1:(\d+) \(TCP\)", proc.stdout.readline())
+        assert found
+        message = (
+            b"<86>1 2026-11-23T11:20:00.000Z bastion-1 sshd 4242 login "
+            b'[proctor@32473 actor="alice" target_type="ssh" action_class="auth" outcome="ok"] '
+            b"Accepted publickey for alice"
+        )
+        with socket.create_connection(("127.0.0.1", int(found.group(1)))) as sock:
+            sock.sendall(b"%d %s" % (len(message), message))
+        ledger = Ledger(tmp_path / "ledger")
+        try:
+            for _ in range(100):
+                if ledger.size():
+                    break
+                time.sleep(0.05)
+            event = decode_event(ledger.entry(0))
+        finally:
+            ledger.close()
+        assert event.kind == "ingest" and event.source is not None
+        assert event.source.system == "syslog"
+        assert event.original is not None and original_bytes(event.original) == message
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0

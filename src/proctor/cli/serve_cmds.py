@@ -7,6 +7,7 @@ import getpass
 import json
 import logging
 import signal
+import ssl
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,9 +19,12 @@ from proctor.cli._app import EXIT_USAGE, app, err, handled, out, plain
 from proctor.cli.policy_cmds import JsonOpt
 from proctor.config import ApiConfig, ConfigError, Loaded, load_config
 from proctor.errors import UsageError
+from proctor.events import Event
 from proctor.gateway.postgres.scram import make_verifier
 from proctor.gateway.postgres.server import ADMIN_SOCKET_NAME, Gateway, admin_request
 from proctor.identity.jwks import JwksClient
+from proctor.ingest import IngestError
+from proctor.ingest.syslog_server import SyslogLimits, SyslogListener
 from proctor.ledger.ledger import Ledger
 from proctor.privacy.keys import KeyStore
 from proctor.runtime import close_ledger, open_ledger, open_runtime
@@ -106,6 +110,42 @@ async def _start_api(loaded: Loaded, state: ServiceState) -> ApiServer:
     return server
 
 
+async def _start_syslog(loaded: Loaded, ledger: Ledger) -> SyslogListener | None:
+    cfg = loaded.config.syslog
+    if cfg is None:
+        return None
+    context = None
+    if cfg.tls_cert and cfg.tls_key:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(loaded.path(cfg.tls_cert), loaded.path(cfg.tls_key))
+
+    async def sink(events: list[Event]) -> None:
+        await ledger.append_many_async(events)
+
+    def refused(error: IngestError, peer: str | None) -> None:
+        # IngestError names the field and offset, never the message's contents.
+        logging.getLogger("proctor.ingest").warning("syslog from %s refused: %s", peer, error)
+
+    host, _, port = cfg.address.rpartition(":")
+    listener = SyslogListener(
+        sink,
+        host=host.strip("[]"),
+        port=int(port),
+        ssl=context,
+        on_error=refused,
+        gateway=loaded.config.gateway,
+        limits=SyslogLimits(max_frame=cfg.max_frame),
+    )
+    try:
+        await listener.start()
+    except OSError as exc:
+        raise UsageError(
+            f"syslog.address: cannot listen on {cfg.address}: {exc.strerror}"
+        ) from None
+    out.print(f"syslog on {listener.host}:{listener.port} ({'TLS' if context else 'TCP'})")
+    return listener
+
+
 def _close_api_state(state: ServiceState | None) -> None:
     if state is not None:
         state.tokens.close()
@@ -129,8 +169,11 @@ async def run_gateway(loaded: Loaded, stop: asyncio.Event) -> None:
         if loaded.config.api is not None:
             state = _api_state(loaded, runtime.ledger, runtime.keys, gateway)
             api = await _start_api(loaded, state)
+        syslog = await _start_syslog(loaded, runtime.ledger)
         await stop.wait()
         out.print("shutting down: ending every session")
+        if syslog is not None:
+            await syslog.close()
         if api is not None:
             await api.close()
         await gateway.close()
@@ -146,8 +189,11 @@ async def run_api(loaded: Loaded, stop: asyncio.Event) -> None:
     try:
         state = _api_state(loaded, ledger, keys, None)
         api = await _start_api(loaded, state)
+        syslog = await _start_syslog(loaded, ledger)
         await stop.wait()
         out.print("shutting down")
+        if syslog is not None:
+            await syslog.close()
         await api.close()
     finally:
         _close_api_state(state)

@@ -11,17 +11,30 @@ writes (checkpoints, retention, erasure) are refused.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Annotated, Final
+from typing import Annotated, Final, Literal
 
 import msgspec
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from proctor.errors import EventError
 from proctor.events import Event, decode_event
+from proctor.ingest import (
+    IngestError,
+    K8sOptions,
+    LinePrefix,
+    PgauditOptions,
+    Received,
+    Result,
+    Skipped,
+    normalize_k8s_audit,
+    normalize_pgaudit_csvlog,
+    normalize_pgaudit_stderr,
+)
 from proctor.service.app import ApiError, ErrorOut, ServiceState, role, state_of
 from proctor.service.auth import Caller
 
@@ -59,6 +72,8 @@ class IngestResult(BaseModel):
 
     accepted: list[Accepted]
     rejected: list[Rejected]
+    skipped: int = 0
+    """Records that are not for this source (log lines that are not pgaudit entries)."""
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -104,6 +119,11 @@ def _admit(data: bytes, submitter: str) -> Event:
     event = decode_event(data)
     if event.kind in RESERVED_KINDS:
         raise EventError(f"kind {event.kind!r} is written only by the ledger itself - at `$.kind`")
+    return _mark(event, submitter)
+
+
+def _mark(event: Event, submitter: str) -> Event:
+    """``event`` with the attribute that says who sent it."""
     if SUBMITTED_BY in event.attributes:
         raise EventError(f"attribute {SUBMITTED_BY!r} is set by the service - at `$.attributes`")
     if len(event.attributes) >= _MAX_ATTRIBUTES:
@@ -115,7 +135,10 @@ def _admit(data: bytes, submitter: str) -> Event:
 
 
 async def store(
-    state: ServiceState, items: Sequence[tuple[int, Event]], rejected: list[Rejected]
+    state: ServiceState,
+    items: Sequence[tuple[int, Event]],
+    rejected: list[Rejected],
+    skipped: int = 0,
 ) -> JSONResponse:
     """Append the admitted events in one awaited batch and answer for every item."""
     accepted: list[Accepted] = []
@@ -124,8 +147,8 @@ async def store(
         accepted = [
             Accepted(item=pos, index=first + i, id=event.id) for i, (pos, event) in enumerate(items)
         ]
-    result = IngestResult(accepted=accepted, rejected=rejected)
-    status = 200 if accepted else 422
+    result = IngestResult(accepted=accepted, rejected=rejected, skipped=skipped)
+    status = 200 if accepted or (skipped and not rejected) else 422
     return JSONResponse(result.model_dump(), status_code=status)
 
 
@@ -182,3 +205,128 @@ async def ingest_events(
             rejected.append(Rejected(item=pos, error=str(exc)))
     log.info("%s: %d events accepted, %d refused", who.name, len(admitted), len(rejected))
     return await store(state, admitted, rejected)
+
+
+def _received(request: Request, state: ServiceState) -> Received:
+    host_port = None
+    if request.client is not None:
+        host, port = request.client.host, request.client.port
+        host_port = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    now, clock = state.ledger.clock.now()
+    return Received(at_ns=now, gateway=state.instance, address=host_port, clock=clock)
+
+
+async def _store_results(
+    state: ServiceState, who: Caller, results: Sequence[Result]
+) -> JSONResponse:
+    """Store the events of a normalizer's results; report its errors and skipped records."""
+    admitted: list[tuple[int, Event]] = []
+    rejected: list[Rejected] = []
+    skipped = 0
+    for pos, result in enumerate(results):
+        if isinstance(result, Skipped):
+            skipped += 1
+            continue
+        if isinstance(result, IngestError):
+            rejected.append(Rejected(item=pos, error=str(result)))
+            continue
+        try:
+            admitted.append((pos, _mark(result, who.name)))
+        except EventError as exc:
+            rejected.append(Rejected(item=pos, error=str(exc)))
+    log.info(
+        "%s: %d records accepted, %d refused, %d skipped",
+        who.name,
+        len(admitted),
+        len(rejected),
+        skipped,
+    )
+    if not admitted and not rejected and not skipped:
+        raise ApiError(422, "the body holds no records")
+    return await store(state, admitted, rejected, skipped)
+
+
+@router.post(
+    "/v1/ingest/k8s",
+    summary="Kubernetes audit webhook (audit.k8s.io/v1 EventList)",
+    response_model=IngestResult,
+    responses={422: {"model": IngestResult | ErrorOut, "description": "nothing accepted"}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    },
+)
+async def ingest_k8s(
+    request: Request,
+    who: Annotated[Caller, Depends(role("ingest"))],
+    cluster: Annotated[
+        str | None, Query(max_length=256, description="The cluster's name (target.name).")
+    ] = None,
+) -> JSONResponse:
+    """Point the API server's webhook backend here (an ingest token as its bearer token).
+    Each audit event is stored or refused on its own; the original is kept byte for byte."""
+    state = state_of(request)
+    body = await read_body(request, state.max_body_bytes)
+    options = K8sOptions(cluster=cluster)
+    results = await asyncio.to_thread(
+        normalize_k8s_audit, body, received=_received(request, state), options=options
+    )
+    if len(results) > state.max_items:
+        raise ApiError(413, f"{len(results)} items; at most {state.max_items} per request")
+    return await _store_results(state, who, results)
+
+
+@router.post(
+    "/v1/ingest/pgaudit",
+    summary="pgaudit entries from PostgreSQL logs (csvlog records or stderr lines)",
+    response_model=IngestResult,
+    responses={422: {"model": IngestResult | ErrorOut, "description": "nothing accepted"}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+)
+async def ingest_pgaudit(
+    request: Request,
+    who: Annotated[Caller, Depends(role("ingest"))],
+    log_format: Annotated[
+        Literal["csvlog", "stderr"], Query(alias="format", description="How the log is written.")
+    ] = "csvlog",
+    prefix: Annotated[
+        str | None,
+        Query(max_length=256, description="The server's log_line_prefix (format=stderr)."),
+    ] = None,
+    server: Annotated[
+        str | None, Query(max_length=256, description="The server's name (target.name).")
+    ] = None,
+    log_timezone: Annotated[
+        str | None, Query(max_length=64, description="The server's log_timezone (IANA name).")
+    ] = None,
+) -> JSONResponse:
+    """Whole log records (a shipper sends complete lines); lines that are not pgaudit
+    entries are counted as skipped. Statements are recorded redacted; originals in full."""
+    state = state_of(request)
+    body = await read_body(request, state.max_body_bytes)
+    options = PgauditOptions(server=server, log_timezone=log_timezone)
+    received = _received(request, state)
+    if log_format == "stderr":
+        if prefix is None:
+            raise ApiError(422, "prefix: format=stderr needs the server's log_line_prefix")
+        results = await asyncio.to_thread(
+            normalize_pgaudit_stderr,
+            body,
+            prefix=LinePrefix(prefix),
+            received=received,
+            options=options,
+        )
+    else:
+        results = await asyncio.to_thread(
+            normalize_pgaudit_csvlog, body, received=received, options=options
+        )
+    if len(results) > state.max_items:
+        raise ApiError(413, f"{len(results)} records; at most {state.max_items} per request")
+    return await _store_results(state, who, results)
