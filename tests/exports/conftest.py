@@ -57,14 +57,24 @@ def fresh(template: Event) -> bytes:
     return canonical_bytes(msgspec.structs.replace(template, id=new_event_id()))
 
 
+def make_ledger(d: Path, entries: list[bytes] | None = None) -> Path:
+    """A ledger in ``d`` (signer key kept beside it) holding ``entries``, or the examples."""
+    Ledger.init(d, Signer.generate("test.example/exports"), keep_signer=True)
+    with Ledger(d, signer=load_signer(d / "signer.key")) as lg:
+        lg.append_raw(entries if entries is not None else [canonical_bytes(e) for e in EXAMPLES])
+    return d
+
+
+def append(d: Path, entries: list[bytes]) -> None:
+    """Append raw entries to the ledger in ``d``."""
+    with Ledger(d, signer=load_signer(d / "signer.key")) as lg:
+        lg.append_raw(entries)
+
+
 @pytest.fixture
 def ledger_dir(tmp_path: Path) -> Path:
     """A ledger holding the example events at indexes 0..20."""
-    d = tmp_path / "ledger"
-    Ledger.init(d, Signer.generate("test.example/exports"), keep_signer=True)
-    with Ledger(d, signer=load_signer(d / "signer.key")) as lg:
-        lg.append_raw([canonical_bytes(e) for e in EXAMPLES])
-    return d
+    return make_ledger(tmp_path / "ledger")
 
 
 def now_event(template: Event) -> Event:

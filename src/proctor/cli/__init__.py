@@ -21,6 +21,7 @@ import sys
 from proctor.cli import (
     decide_cmds,
     demo,
+    export_cmds,
     keys,
     ledger_cmds,
     policy_cmds,
@@ -31,7 +32,16 @@ from proctor.cli._app import EXIT_INTERNAL, app, err
 
 __all__ = ["app", "main"]
 # imported for their @app.command()s
-_COMMANDS = (decide_cmds, demo, keys, ledger_cmds, policy_cmds, serve_cmds, verify_cmds)
+_COMMANDS = (
+    decide_cmds,
+    demo,
+    export_cmds,
+    keys,
+    ledger_cmds,
+    policy_cmds,
+    serve_cmds,
+    verify_cmds,
+)
 
 
 def main() -> None:

@@ -6,15 +6,28 @@
 - ``cef``      ArcSight CEF:0 records, escaped per the CEF guide, dictionary keys only.
 - ``syslog``   RFC 5424 messages (structured data, BOM + JSON or CEF) and RFC 6587
                octet-counting frames, with the receiver's frame decoder; sans-IO.
+- ``stream``   the export driver: a source of ``(index, canonical bytes)`` (an index range, or
+               any iterable of indexes) → a formatter → a binary file, one record at a time.
 
 Data flows: ``Ledger.entries`` → ``decode_event`` → ``to_ocsf``/``to_ecs``/``to_cef``/
 ``format_message`` → bytes. Every mapping shares ``_common`` (severity level, summary line),
-so an event is equally severe in every format. Imports ``events`` and ``errors`` only.
+so an event is equally severe in every format. Imports ``events``, ``errors`` and (for
+streaming) ``ledger``; docs/exports.md documents every mapping decision.
 """
 
 from proctor.exports.cef import CefFormatter, to_cef
 from proctor.exports.ecs import ECS_VERSION, EcsFormatter, to_ecs
 from proctor.exports.ocsf import OCSF_VERSION, OcsfFormatter, to_ocsf
+from proctor.exports.stream import (
+    FORMATS,
+    ExportStats,
+    Formatter,
+    JsonlFormatter,
+    export,
+    ledger_indexes,
+    ledger_range,
+    make_formatter,
+)
 from proctor.exports.syslog import (
     FrameDecoder,
     SyslogConfig,
@@ -25,15 +38,23 @@ from proctor.exports.syslog import (
 
 __all__ = [
     "ECS_VERSION",
+    "FORMATS",
     "OCSF_VERSION",
     "CefFormatter",
     "EcsFormatter",
+    "ExportStats",
+    "Formatter",
     "FrameDecoder",
+    "JsonlFormatter",
     "OcsfFormatter",
     "SyslogConfig",
     "SyslogFormatter",
+    "export",
     "format_message",
     "frame",
+    "ledger_indexes",
+    "ledger_range",
+    "make_formatter",
     "to_cef",
     "to_ecs",
     "to_ocsf",

@@ -109,16 +109,23 @@ _UNSAFE: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
 _HEADER_BREAKS: Final = re.compile("[\r\n]")
 _EXT_ESCAPES: Final = str.maketrans({"\\": "\\\\", "=": "\\=", "\n": "\\n", "\r": "\\r"})
 _HEADER_ESCAPES: Final = str.maketrans({"\\": "\\\\", "|": "\\|"})
+# Fast path: most values need no change at all.
+_HEADER_SPECIAL: Final = re.compile("[\\\\|\r\n\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
+_EXT_SPECIAL: Final = re.compile("[\\\\=\r\n\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def escape_header(value: str) -> str:
     """A CEF header field: ``\\`` and ``|`` escaped, line breaks and controls neutralised."""
+    if _HEADER_SPECIAL.search(value) is None:
+        return value
     value = _UNSAFE.sub("\ufffd", _HEADER_BREAKS.sub(" ", value))
     return value.translate(_HEADER_ESCAPES)
 
 
 def escape_extension(value: str) -> str:
     """A CEF extension value: ``\\`` and ``=`` escaped, CR/LF as ``\\r``/``\\n``, controls fixed."""
+    if _EXT_SPECIAL.search(value) is None:
+        return value
     return _UNSAFE.sub("\ufffd", value).translate(_EXT_ESCAPES)
 
 

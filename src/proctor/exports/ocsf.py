@@ -33,6 +33,7 @@ from typing import Any, Final
 
 import msgspec
 
+from proctor.errors import EventError
 from proctor.events.canonical import decode_event
 from proctor.events.schema import SCHEMA, Actor, Event
 from proctor.exports._common import (
@@ -256,7 +257,7 @@ def _metadata(event: Event, index: int | None, log_name: str | None) -> Obj:
     received = event.attributes.get("proctor.received_at")
     if received is not None:
         # An attribute is free text: one that is no event time stays in unmapped.attributes.
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(EventError):
             meta["logged_time"] = time_ms(received)
     return meta
 

@@ -93,6 +93,7 @@ _SD_NAME: Final = re.compile("[\x21-\x7e]{1,32}")
 _SD_NAME_FORBIDDEN: Final = re.compile('[= \\]"]')
 _PARAM_ESCAPES: Final = str.maketrans({'"': '\\"', "\\": "\\\\", "]": "\\]"})
 _CONTROL: Final = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_PARAM_SPECIAL: Final = re.compile('["\\\\\\]\x00-\x1f\x7f-\x9f\u2028\u2029]')
 _UNESCAPE: Final = re.compile(r'\\(["\\\]]|u[0-9a-f]{4})')
 MAX_FRAME_DIGITS: Final = 10  # octet counts beyond 9,999,999,999 are refused outright
 
@@ -159,6 +160,8 @@ class SyslogConfig:
 
 def escape_param(value: str) -> str:
     """A PARAM-VALUE: ``"``, ``\\``, ``]`` escaped (§6.3.3), control characters as ``\\uXXXX``."""
+    if _PARAM_SPECIAL.search(value) is None:
+        return value
     escaped = value.translate(_PARAM_ESCAPES)
     return _CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", escaped)
 
