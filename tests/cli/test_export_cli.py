@@ -1,8 +1,11 @@
-"""``proctor export`` on a real ledger, as a user runs it: real processes, files, exit codes."""
+"""``proctor export`` and ``proctor forward`` on a real ledger: real processes, files, exits."""
 
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -102,3 +105,67 @@ def test_a_bad_entry_fails_closed_and_leaves_no_file(tmp_path: Path) -> None:
     res = proctor("export", "--ledger", d, "-f", "ecs", "--out", out)
     assert res.returncode == 3 and "ledger entry 1" in res.stderr
     assert not out.exists() and not list(tmp_path.glob("*.partial"))
+
+
+class _Receiver:
+    """A syslog receiver on 127.0.0.1 in a thread: frames in, messages kept."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.messages: list[bytes] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            decoder = FrameDecoder()
+            with conn:
+                while data := conn.recv(65536):
+                    self.messages += decoder.feed(data)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_forward_once_then_resume_from_the_state(ledger: Path) -> None:
+    receiver = _Receiver()
+    try:
+        target = f"127.0.0.1:{receiver.port}"
+        res = proctor("forward", "--to", target, "--ledger", ledger, "--once", "--json")
+        assert res.returncode == 0, res.stderr
+        report = json.loads(res.stdout)
+        assert report["sent"] == len(RAW) and report["next_index"] == len(RAW)
+        state = Path(report["state"])
+        assert state.parent == ledger and json.loads(state.read_text())["next"] == len(RAW)
+        deadline = time.monotonic() + 10
+        while len(receiver.messages) < len(RAW) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [m.split(b" ", 6)[5] for m in receiver.messages] == [
+            e.kind.encode() for e in EXAMPLES
+        ]  # MSGID: the kinds, in ledger order
+        again = proctor("forward", "--to", target, "--ledger", ledger, "--once")
+        assert again.returncode == 0, again.stderr
+        assert f"next index {len(RAW)}" in again.stdout
+        refused = proctor("forward", "--to", target, "--ledger", ledger, "--from", "3")
+        assert refused.returncode == 2 and "already records where to resume" in refused.stderr
+    finally:
+        receiver.close()
+
+
+def test_forward_to_nobody_stops_with_the_index(ledger: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    res = proctor(
+        "forward", "--to", f"127.0.0.1:{port}", "--ledger", ledger, "--once",
+        "--retries", "1", "--backoff-max", "0.5",
+    )  # fmt: skip
+    assert res.returncode == 3, res.stderr
+    assert "gave up after 1 retries" in res.stderr and "resume at ledger index 0" in res.stderr
+    bad = proctor("forward", "--to", "nowhere", "--ledger", ledger)
+    assert bad.returncode == 2 and "HOST:PORT" in bad.stderr
