@@ -8,7 +8,6 @@ import msgspec
 import pytest
 
 from proctor.events import Event, canonical_bytes, decode_event
-from proctor.events.ids import format_time, new_event_id, now_ns
 from proctor.ledger.ledger import Ledger, load_signer
 from proctor.ledger.note import Signer
 
@@ -17,7 +16,6 @@ EXAMPLES_PATH = ROOT / "examples" / "events.jsonl"
 EXAMPLES: list[Event] = [
     decode_event(line) for line in EXAMPLES_PATH.read_text().splitlines() if line.strip()
 ]
-KINDS = {e.kind for e in EXAMPLES}
 
 # Everything an attacker who controls a user name, a statement or an application name would
 # try against line-, pipe-, key=value- and bracket-delimited formats.
@@ -52,11 +50,6 @@ def hostile(event: Event, text: str = HOSTILE) -> Event:
     return event
 
 
-def fresh(template: Event) -> bytes:
-    """Canonical bytes of ``template`` with a fresh id (a distinct ledger entry)."""
-    return canonical_bytes(msgspec.structs.replace(template, id=new_event_id()))
-
-
 def make_ledger(d: Path, entries: list[bytes] | None = None) -> Path:
     """A ledger in ``d`` (signer key kept beside it) holding ``entries``, or the examples."""
     Ledger.init(d, Signer.generate("test.example/exports"), keep_signer=True)
@@ -75,8 +68,3 @@ def append(d: Path, entries: list[bytes]) -> None:
 def ledger_dir(tmp_path: Path) -> Path:
     """A ledger holding the example events at indexes 0..20."""
     return make_ledger(tmp_path / "ledger")
-
-
-def now_event(template: Event) -> Event:
-    """``template`` stamped now (the ledger flags far-off times; tests want none)."""
-    return msgspec.structs.replace(template, id=new_event_id(), time=format_time(now_ns()))

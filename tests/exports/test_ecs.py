@@ -87,6 +87,7 @@ ECS_FIELDS = {
     "event.risk_score_norm",
     "event.duration",
     "event.start",
+    "event.created",
     "event.end",
     "event.original",
     "event.hash",
@@ -206,6 +207,11 @@ def test_session_end_and_failures() -> None:
         "code": "28P01",
         "message": 'password authentication failed for user "postgres"',
     }
+
+
+def test_received_time_of_an_ingested_record_is_event_created() -> None:
+    assert to_ecs(example("ingest", 1))["event"]["created"] == "2026-11-23T11:21:10.000000000Z"
+    assert "created" not in to_ecs(example("ingest", 0))["event"]
 
 
 def test_kubernetes_ingest() -> None:

@@ -31,6 +31,7 @@ from typing import Any, Final
 
 import msgspec
 
+from proctor.errors import EventError
 from proctor.events.canonical import decode_event
 from proctor.events.schema import SCHEMA, Event
 from proctor.exports._common import (
@@ -42,6 +43,7 @@ from proctor.exports._common import (
     level,
     parse_endpoint,
     summary,
+    time_ns,
 )
 
 __all__ = ["ECS_VERSION", "EcsFormatter", "to_ecs"]
@@ -72,6 +74,9 @@ def to_ecs(event: Event, *, index: int | None = None) -> Obj:
         ev["category"], ev["type"] = categories, types
     if index is not None:
         ev["sequence"] = index
+    received = event.attributes.get("proctor.received_at")
+    if received is not None and _is_time(received):
+        ev["created"] = received  # when Proctor read an ingested record (ECS event.created)
     doc: Obj = {
         "@timestamp": event.time,
         "ecs": {"version": ECS_VERSION},
@@ -115,6 +120,14 @@ class EcsFormatter:
     def format(self, index: int, raw: bytes) -> bytes:
         """The ECS JSON line for the ledger entry ``raw`` at ``index``."""
         return self._encoder.encode(to_ecs(decode_event(raw), index=index)) + b"\n"
+
+
+def _is_time(text: str) -> bool:
+    try:
+        time_ns(text)
+    except EventError:
+        return False
+    return True
 
 
 # -- categorization ---------------------------------------------------------------------------

@@ -294,7 +294,8 @@ def _status(event: Event, out: Obj) -> None:
             out["status_id"], out["status"] = OTHER, "Step-up required"
         out["status_detail"] = "; ".join(decision.reasons)
         return
-    if event.kind != "query":  # a query is not decided yet: no status
+    # A query is not decided yet, an ingested record may not say: no status then.
+    if event.kind not in ("query", "ingest"):
         out["status_id"], out["status"] = 1, "Success"
 
 

@@ -30,6 +30,7 @@ Framing for TCP is RFC 6587 §3.4.1 octet counting, ``MSG-LEN SP SYSLOG-MSG``, w
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import socket
@@ -121,6 +122,7 @@ def _check_sd_id(value: str) -> str:
     return value
 
 
+@functools.cache  # getfqdn may ask DNS: once per process is enough
 def _default_hostname() -> str:
     """The host's FQDN (RFC 5424 §6.2.4 prefers it), or NILVALUE when it is unusable."""
     name = socket.getfqdn() or socket.gethostname()
