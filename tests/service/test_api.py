@@ -21,6 +21,7 @@ ENDPOINTS = [
     ("GET", "/v1/entries/0", "auditor"),
     ("GET", "/v1/checkpoint", "auditor"),
     ("GET", "/v1/verify", "auditor"),
+    ("GET", "/v1/export", "auditor"),
     ("GET", "/v1/sessions", "auditor"),
     ("POST", "/v1/sessions/revoke", "admin"),
 ]
@@ -202,3 +203,21 @@ def test_the_checkpoint_is_a_signed_note_of_the_ledger(api: Api) -> None:
     lines = note.text.splitlines()
     assert lines[0] == api.ledger.origin
     assert lines[1] == "3"
+
+
+def test_exports_stream_every_entry_in_the_chosen_format(api: Api) -> None:
+    events = [e for e in example_events() if e["kind"] not in ("checkpoint", "erasure")]
+    events = [e for e in events if e["kind"] != "retention.pruned"]
+    with api.client("ingest") as c:
+        assert c.post("/v1/events", json=events).status_code == 200
+    size = api.ledger.size()
+    with api.client("auditor") as c:
+        jsonl = c.get("/v1/export", params={"to": size})
+        ocsf = c.get("/v1/export", params={"format": "ocsf", "from": 2, "to": 5})
+        cef = c.get("/v1/export", params={"format": "cef", "to": 3})
+    assert jsonl.headers["content-type"] == "application/x-ndjson"
+    assert jsonl.content.splitlines() == [data for _, data in api.ledger.entries(0, size)]
+    records = [json.loads(line) for line in ocsf.content.splitlines()]
+    assert [r["metadata"]["sequence"] for r in records] == [2, 3, 4]
+    assert all(r["type_uid"] == r["class_uid"] * 100 + r["activity_id"] for r in records)
+    assert [line[:6] for line in cef.text.splitlines()] == ["CEF:0|"] * 3

@@ -8,11 +8,12 @@ sent, like every other access through Proctor (no log, no access).
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from collections.abc import Iterable, Iterator
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from proctor.errors import UsageError
@@ -26,6 +27,7 @@ from proctor.events import (
     format_time,
     new_event_id,
 )
+from proctor.exports.stream import Formatter, ledger_range, make_formatter
 from proctor.ledger.ledger import DB_NAME
 from proctor.ledger.store import SqliteStore
 from proctor.ledger.verify import verify_ledger
@@ -135,6 +137,53 @@ async def get_checkpoint(
     state = state_of(request)
     note = await asyncio.to_thread(state.ledger.checkpoint)
     return PlainTextResponse(note, media_type="text/plain; charset=utf-8")
+
+
+_MEDIA: Final = {
+    "jsonl": "application/x-ndjson",
+    "ocsf": "application/x-ndjson",
+    "ecs": "application/x-ndjson",
+    "cef": "text/plain; charset=utf-8",
+    "syslog": "text/plain; charset=utf-8",
+}
+_EXPORT_CHUNK: Final = 256  # records per chunk written to the socket
+
+
+def _chunks(formatter: Formatter, entries: Iterable[tuple[int, bytes]]) -> Iterator[bytes]:
+    """Formatted records, joined a few hundred at a time; read and formatted in a worker
+    thread (Starlette iterates a plain iterator off the event loop), so memory stays flat."""
+    batch: list[bytes] = []
+    for index, raw in entries:
+        batch.append(formatter.format(index, raw))
+        if len(batch) >= _EXPORT_CHUNK:
+            yield b"".join(batch)
+            batch.clear()
+    if batch:
+        yield b"".join(batch)
+
+
+@router.get(
+    "/v1/export",
+    summary="Stream entries in a standard format (JSON lines, OCSF, ECS, CEF, syslog)",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-ndjson": {}, "text/plain": {}}}},
+)
+async def export_entries(
+    request: Request,
+    who: Annotated[Caller, Depends(role("auditor"))],
+    export_format: Annotated[
+        Literal["jsonl", "ocsf", "ecs", "cef", "syslog"], Query(alias="format")
+    ] = "jsonl",
+    start: Annotated[int, Query(alias="from", ge=0, le=2**53 - 1)] = 0,
+    end: Annotated[int | None, Query(alias="to", ge=0, le=2**53 - 1)] = None,
+) -> StreamingResponse:
+    """Entries ``from <= index < to`` (to: the size when the export starts), one record per
+    line, streamed with flat memory. ``jsonl`` lines are the exact bytes the leaves hash."""
+    state = state_of(request)
+    await record_access(request, who, f"export.{export_format}", f"{start}-{end or ''}")
+    formatter = make_formatter(export_format, log_name=state.instance)
+    entries = ledger_range(state.ledger, start, end)
+    return StreamingResponse(_chunks(formatter, entries), media_type=_MEDIA[export_format])
 
 
 class VerifyOut(BaseModel):
