@@ -199,6 +199,11 @@ def test_demo_runs_end_to_end_through_a_real_gateway(tmp_path: Path) -> None:
     assert "contract ended" in text and "schema changes need an MFA" in text
     assert "no findings" in text
     assert "modified-entry" in text and "not-an-extension" in text
+    # the audit service: sources in, an auditor's export and bundle, an erasure
+    assert text.count("✓") == 6 and "✗" not in text
+    assert "2 audit events stored, the malformed one refused alone" in text
+    assert "type_uid" in text and "every event proven" in text and "proof-mismatch" in text
+    assert "now reads 'erased'" in text
 
 
 def test_demo_refuses_a_database_name_that_is_not_an_identifier(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from proctor.cli._app import EXIT_FAILED, app, handled, out
+from proctor.cli.demo_audit import auditor_questions, erasure, other_sources, running_api
 from proctor.cli.demo_gateway import (
     SCRATCH_DB,
     GatewayStory,
@@ -83,6 +84,73 @@ def _attacker(path: Path, *statements: tuple[str, tuple[int, ...]]) -> None:
     db.close()
 
 
+def _ledger_story(base: Path, ledger_dir: Path, note: str, last: int) -> bool:
+    """Steps 10-14: checkpoint, a receipt, full verification and two attacks on copies."""
+    ok = True
+    verifier = load_verifier(ledger_dir / VKEY_NAME)
+    _step(10, "Signed checkpoint (C2SP tlog-checkpoint in a signed note)")
+    out.print(Panel(note.rstrip("\n"), expand=False))
+    saved = note
+
+    _step(11, "Receipt for a refused statement, checked with the public key alone")
+    with Ledger(ledger_dir) as lg:
+        target = next(
+            (i for i, d in lg.entries() if b'"effect":"deny"' in d and b'"kind":"decision"' in d),
+            last,
+        )
+        receipt = lg.prove(target)
+        entry = lg.entry(target)
+    (base / f"entry-{target}.tlog-proof").write_text(receipt.text())
+    out.print(Panel(receipt.text().rstrip("\n"), title=f"entry {target}", expand=False))
+    cp = verify_receipt(Receipt.parse(receipt.text()), entry, [verifier])
+    out.print(f"[bold green]OK[/]: entry {target} is in {cp.origin} at tree size {cp.size}")
+    forged = decode_event(entry.replace(b'"deny"', b'"allow"'))
+    try:
+        verify_receipt(receipt, canonical_bytes(forged), [verifier])
+        out.print("[bold red]a forged entry passed the receipt check[/]")
+        ok = False
+    except VerificationError as exc:
+        out.print(f"the same receipt with 'deny' changed to 'allow': [red]rejected[/] ({exc})")
+
+    _step(12, "Full verification of everything the gateway recorded")
+    report = _verify(ledger_dir, verifier, saved)
+    _show(report)
+    ok &= bool(report)
+
+    _step(13, f"Attack 1: a copy where entry {target}'s 'deny' became 'allow'")
+    copy1 = base / "tampered-copy"
+    shutil.copytree(ledger_dir, copy1, ignore=shutil.ignore_patterns("*.sock"))
+    _attacker(
+        copy1 / DB_NAME,
+        (
+            "UPDATE entries SET data = CAST(replace(CAST(data AS TEXT), '\"deny\"', "
+            "'\"allow\"') AS BLOB) WHERE idx = ?",
+            (target,),
+        ),
+    )
+    report = _verify(copy1, verifier)
+    _show(report)
+    ok &= not report and any(f.kind == "modified-entry" for f in report.findings)
+
+    _step(14, "Attack 2: a rollback that removes the newest entries and their checkpoints")
+    copy2 = base / "rolled-back-copy"
+    shutil.copytree(ledger_dir, copy2, ignore=shutil.ignore_patterns("*.sock"))
+    _attacker(
+        copy2 / DB_NAME,
+        ("DELETE FROM entries WHERE idx > ?", (last - 3,)),
+        ("DELETE FROM checkpoints WHERE size > ?", (last - 3,)),
+    )
+    out.print("verified on its own, the shortened copy looks complete:")
+    alone = _verify(copy2, verifier)
+    _show(alone)
+    out.print("verified against the checkpoint the auditor saved in step 10:")
+    report = _verify(copy2, verifier, saved)
+    _show(report)
+    ok &= not report
+
+    return ok
+
+
 @app.command()
 @handled
 def demo(
@@ -132,70 +200,19 @@ def demo(
         _step(6, "A contractor, revoked in the middle of a transaction")
         contractor_revoked(story, base / "admin.sock")
         embedded.stop()
+        ok = story.ok
+        with running_api(runtime, base) as audit:
+            _step(7, "The audit service: other sources flow into the same ledger")
+            indexes = other_sources(audit)
+            _step(8, "An auditor's questions: an OCSF export, an evidence bundle")
+            auditor_questions(audit, indexes)
+            _step(9, "GDPR erasure of the analyst's personal data")
+            erasure(audit, "alice")
+            ok &= audit.ok
         note = runtime.ledger.checkpoint()
         last = runtime.ledger.size() - 1
-        ok = story.ok
 
-    verifier = load_verifier(ledger_dir / VKEY_NAME)
-    _step(7, "Signed checkpoint (C2SP tlog-checkpoint in a signed note)")
-    out.print(Panel(note.rstrip("\n"), expand=False))
-    saved = note
-
-    _step(8, "Receipt for a refused statement, checked with the public key alone")
-    with Ledger(ledger_dir) as lg:
-        target = next(
-            (i for i, d in lg.entries() if b'"effect":"deny"' in d and b'"kind":"decision"' in d),
-            last,
-        )
-        receipt = lg.prove(target)
-        entry = lg.entry(target)
-    (base / f"entry-{target}.tlog-proof").write_text(receipt.text())
-    out.print(Panel(receipt.text().rstrip("\n"), title=f"entry {target}", expand=False))
-    cp = verify_receipt(Receipt.parse(receipt.text()), entry, [verifier])
-    out.print(f"[bold green]OK[/]: entry {target} is in {cp.origin} at tree size {cp.size}")
-    forged = decode_event(entry.replace(b'"deny"', b'"allow"'))
-    try:
-        verify_receipt(receipt, canonical_bytes(forged), [verifier])
-        out.print("[bold red]a forged entry passed the receipt check[/]")
-        ok = False
-    except VerificationError as exc:
-        out.print(f"the same receipt with 'deny' changed to 'allow': [red]rejected[/] ({exc})")
-
-    _step(9, "Full verification of everything the gateway recorded")
-    report = _verify(ledger_dir, verifier, saved)
-    _show(report)
-    ok &= bool(report)
-
-    _step(10, f"Attack 1: a copy where entry {target}'s 'deny' became 'allow'")
-    copy1 = base / "tampered-copy"
-    shutil.copytree(ledger_dir, copy1, ignore=shutil.ignore_patterns("*.sock"))
-    _attacker(
-        copy1 / DB_NAME,
-        (
-            "UPDATE entries SET data = CAST(replace(CAST(data AS TEXT), '\"deny\"', "
-            "'\"allow\"') AS BLOB) WHERE idx = ?",
-            (target,),
-        ),
-    )
-    report = _verify(copy1, verifier)
-    _show(report)
-    ok &= not report and any(f.kind == "modified-entry" for f in report.findings)
-
-    _step(11, "Attack 2: a rollback that removes the newest entries and their checkpoints")
-    copy2 = base / "rolled-back-copy"
-    shutil.copytree(ledger_dir, copy2, ignore=shutil.ignore_patterns("*.sock"))
-    _attacker(
-        copy2 / DB_NAME,
-        ("DELETE FROM entries WHERE idx > ?", (last - 3,)),
-        ("DELETE FROM checkpoints WHERE size > ?", (last - 3,)),
-    )
-    out.print("verified on its own, the shortened copy looks complete:")
-    alone = _verify(copy2, verifier)
-    _show(alone)
-    out.print("verified against the checkpoint the auditor saved in step 7:")
-    report = _verify(copy2, verifier, saved)
-    _show(report)
-    ok &= not report
+    ok &= _ledger_story(base, ledger_dir, note, last)
 
     out.print()
     out.print(f"files kept in {base}; scratch database {database} kept on PostgreSQL")

@@ -12,6 +12,7 @@ prints the decisions the ledger recorded, with their risk factors.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import re
@@ -34,6 +35,7 @@ from proctor.errors import UsageError
 from proctor.gateway.postgres.embedded import Embedded
 from proctor.gateway.postgres.scram import make_verifier
 from proctor.gateway.postgres.server import admin_request
+from proctor.ledger.ledger import write_secret
 from proctor.runtime import Runtime, open_runtime
 
 __all__ = ["GEO_ROWS", "PG_ADMIN", "SCRATCH_DB", "GatewayStory"]
@@ -94,6 +96,9 @@ mfa_fresh_s = 900
 [ledger]
 directory = "ledger"
 
+[privacy]
+master_key_file = "master.key"
+
 [risk]
 sensitivity = [["{db}/hr.*", "restricted"]]
 
@@ -122,6 +127,7 @@ def write_config(base: Path, policies: Path, database: str) -> tuple[Path, dict[
     )
     path = base / "proctor.toml"
     path.write_text(_CONFIG.format(db=database, geo=GEO_ROWS) + users)
+    write_secret(base / "master.key", base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
     return path, passwords
 
 
