@@ -27,6 +27,7 @@ from msgspec import Meta
 
 from proctor.errors import UsageError
 from proctor.gateway.postgres.scram import parse_verifier
+from proctor.privacy.seal import DEFAULT_FIELDS, SEALABLE
 
 __all__ = [
     "ApiConfig",
@@ -212,14 +213,7 @@ class PrivacyConfig(_Part, frozen=True, kw_only=True):
     """32 bytes (raw or base64), mode 0600, kept outside the ledger directory's backups."""
     master_key_env: str | None = None
     """Or: the name of an environment variable holding the key in base64."""
-    fields: tuple[str, ...] = (
-        "actor.display_name",
-        "actor.email",
-        "actor.ip",
-        "actor.geo",
-        "input",
-        "original",
-    )
+    fields: tuple[str, ...] = DEFAULT_FIELDS
 
 
 class Config(_Part, frozen=True, kw_only=True):
@@ -365,8 +359,6 @@ def _api(loaded: Loaded, api: ApiConfig, *, has_oidc: bool) -> list[str]:
 
 
 def _privacy(loaded: Loaded, p: PrivacyConfig, env: Mapping[str, str]) -> list[str]:
-    from proctor.privacy.seal import SEALABLE  # noqa: PLC0415 (only checked here)
-
     out: list[str] = []
     if (p.master_key_file is None) == (p.master_key_env is None):
         out.append("privacy: give master_key_file or master_key_env (one of them)")

@@ -6,9 +6,7 @@ gateway's loop); tests talk to it over a real socket with httpx.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ import pytest
 from proctor.ledger.ledger import Ledger
 from proctor.ledger.note import Signer
 from proctor.service import ApiServer, ServiceState, TokenStore, create_app
+from proctor.service.server import BackgroundLoop
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "events.jsonl"
 
@@ -46,23 +45,6 @@ class Api:
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
 
 
-class LoopThread:
-    """An asyncio loop on a thread, to run the server's coroutines from sync tests."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self._thread.start()
-
-    def run(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-        self.loop.close()
-
-
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[Api]:
     signer = Signer.generate("audit.test.example/ledger")
@@ -77,7 +59,7 @@ def api(tmp_path: Path) -> Iterator[Api]:
     tokens.revoke("test-revoked")
     state = ServiceState(ledger=ledger, tokens=tokens, instance="audit-test", max_items=100)
     server = ApiServer(create_app(state), "127.0.0.1:0")
-    loop = LoopThread()
+    loop = BackgroundLoop()
     host, port = loop.run(server.start())
     try:
         yield Api(f"http://{host}:{port}", ledger, tokens, state, bearer)

@@ -9,10 +9,8 @@ and her sealed fields become unreadable while every proof still holds.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import threading
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ from proctor.events import format_time, now_ns
 from proctor.evidence import verify_bundle, write_bundle
 from proctor.runtime import Runtime
 from proctor.service import ApiServer, ServiceState, TokenStore, create_app
+from proctor.service.server import BackgroundLoop
 
 __all__ = ["AuditStory", "running_api"]
 
@@ -63,23 +62,6 @@ _PGAUDIT: Final = (
 )
 
 
-class _LoopThread:
-    """An event loop on a thread of its own, where the API server runs."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self._thread.start()
-
-    def run(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(60)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-        self.loop.close()
-
-
 @dataclass
 class AuditStory:
     """The running API, two tokens, and whether every step went as expected."""
@@ -109,7 +91,7 @@ def running_api(runtime: Runtime, base: Path) -> Iterator[AuditStory]:
         ledger=runtime.ledger, tokens=tokens, instance="proctor-demo", keys=runtime.keys
     )
     server = ApiServer(create_app(state), "127.0.0.1:0")
-    loop = _LoopThread()
+    loop = BackgroundLoop()
     try:
         host, port = loop.run(server.start())
         yield AuditStory(runtime, f"http://{host}:{port}", made, base)

@@ -7,7 +7,8 @@ asked, why, the subject and the destroyed key ids, never the erased data.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 from proctor.events import Actor, Clock, Decision, Event, Source, format_time, new_event_id, now_ns
@@ -44,6 +45,21 @@ def erasure_event(
     )
 
 
+@contextlib.contextmanager
+def _erasing(
+    keys: KeyStore, subject: str, *, reason: str, by: str, instance: str
+) -> Iterator[tuple[Event, tuple[str, ...]]]:
+    """The intent (durable), then the caller appends the event; then the keys go. If the
+    append fails the intent is dropped: no event, no erasure."""
+    key_ids = keys.begin_erasure(subject, reason)
+    try:
+        yield erasure_event(subject, key_ids, reason=reason, by=by, instance=instance), key_ids
+    except BaseException:
+        keys.cancel_erasure(subject)
+        raise
+    keys.finish_erasure(subject)
+
+
 def erase_subject(
     keys: KeyStore,
     append: Callable[[Event], int],
@@ -54,13 +70,8 @@ def erase_subject(
     instance: str,
 ) -> Erased:
     """Erase ``subject``: intent recorded, event appended (durable), keys destroyed."""
-    key_ids = keys.begin_erasure(subject, reason)
-    try:
-        index = append(erasure_event(subject, key_ids, reason=reason, by=by, instance=instance))
-    except BaseException:
-        keys.cancel_erasure(subject)  # no event, no erasure
-        raise
-    keys.finish_erasure(subject)
+    with _erasing(keys, subject, reason=reason, by=by, instance=instance) as (event, key_ids):
+        index = append(event)
     return Erased(subject, key_ids, index)
 
 
@@ -74,12 +85,6 @@ async def erase_subject_async(
     instance: str,
 ) -> Erased:
     """``erase_subject`` for asyncio code (the append is awaited)."""
-    key_ids = keys.begin_erasure(subject, reason)
-    try:
-        event = erasure_event(subject, key_ids, reason=reason, by=by, instance=instance)
+    with _erasing(keys, subject, reason=reason, by=by, instance=instance) as (event, key_ids):
         index = await append(event)
-    except BaseException:
-        keys.cancel_erasure(subject)  # no event, no erasure
-        raise
-    keys.finish_erasure(subject)
     return Erased(subject, key_ids, index)

@@ -5,15 +5,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Generator
+import threading
+from collections.abc import Coroutine, Generator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import uvicorn
 from fastapi import FastAPI
 
 from proctor.errors import UsageError
 
-__all__ = ["ApiServer"]
+T = TypeVar("T")
+
+__all__ = ["ApiServer", "BackgroundLoop"]
+
+
+class BackgroundLoop:
+    """An event loop on a thread of its own, for callers without one (the demo, tests)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
+        """Run ``coro`` on the loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        """Stop the loop, join its thread, close it."""
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
 
 
 class _Server(uvicorn.Server):
