@@ -251,3 +251,27 @@ def test_old_ledgers_get_the_prune_aware_delete_trigger(tmp_path: Path) -> None:
     ).fetchone()[0]
     db.close()
     assert "prunes" in sql
+
+
+def test_a_prune_event_submitted_from_outside_does_not_count(
+    verify: Verify, tmp_path: Path, signer: Signer
+) -> None:
+    d = tmp_path / "l"
+    Ledger.init(d, signer)
+    prune = _prune(5)
+    pushed = prune_event(prune)
+    pushed = Event(
+        id=pushed.id,
+        kind=pushed.kind,
+        time=pushed.time,
+        clock=pushed.clock,
+        attributes={**pushed.attributes, "proctor.submitted_by": "token:ingest"},
+    )
+    with Ledger(d, signer=signer) as lg:
+        lg.append_raw([entry(k) for k in range(10)])
+        lg.append_prune(pushed, prune)
+        lg.checkpoint()
+        lg.sweep_pruned()
+    report = verify(d)
+    assert ("unrecorded-prune", 0, 4) in _failures(report)
+    assert "submitted from outside" in report.findings[-1].detail

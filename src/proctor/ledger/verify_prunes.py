@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 
 __all__ = ["check_prunes", "prune_attributes"]
 
+SUBMITTED_BY = "proctor.submitted_by"
+"""The attribute the audit service puts on every event pushed to it (docs/service.md)."""
+
 
 def prune_attributes(prune: Prune) -> dict[str, str]:
     """The attributes a ``retention.pruned`` event must carry to record ``prune``."""
@@ -34,27 +37,32 @@ def prune_attributes(prune: Prune) -> dict[str, str]:
     }
 
 
-def _event_problems(store: SqliteStore, prune: Prune, signed_size: int) -> list[str]:
+def _event_problem(store: SqliteStore, prune: Prune, signed_size: int) -> str | None:
+    """Why the entry at ``prune.event_index`` does not record ``prune``, or None."""
     i = prune.event_index
     data = store.entry(i)
     if data is None:
-        return [f"its event at index {i} is missing"]
+        return f"its event at index {i} is missing"
     try:
         event = decode_event(data)
     except EventError as exc:
-        return [f"the entry at index {i} is not an event ({exc})"]
-    if event.kind != "retention.pruned":
-        return [f"the entry at index {i} is a {event.kind} event, not retention.pruned"]
+        return f"the entry at index {i} is not an event ({exc})"
     diffs = [
         f"{key} {event.attributes.get(key)!r} (the floor says {value!r})"
         for key, value in prune_attributes(prune).items()
         if event.attributes.get(key) != value
     ]
-    if diffs:
-        return [f"its event at index {i} records another prune: " + ", ".join(diffs)]
-    if i >= signed_size:
-        return [f"its event at index {i} is not covered by a signed checkpoint"]
-    return []
+    if event.kind != "retention.pruned":
+        why = f"the entry at index {i} is a {event.kind} event, not retention.pruned"
+    elif SUBMITTED_BY in event.attributes:  # pushed through the API (which refuses the kind)
+        why = f"the event at index {i} was submitted from outside, not written by retention"
+    elif diffs:
+        why = f"its event at index {i} records another prune: " + ", ".join(diffs)
+    elif i >= signed_size:
+        why = f"its event at index {i} is not covered by a signed checkpoint"
+    else:
+        return None
+    return why
 
 
 def check_prunes(store: SqliteStore, prunes: list[Prune], size: int, report: Report) -> None:
@@ -76,8 +84,8 @@ def check_prunes(store: SqliteStore, prunes: list[Prune], size: int, report: Rep
                 f"its range [{p.first}, {p.below}) and event index {p.event_index} do not fit "
                 f"a ledger of {size} entries"
             )
-        elif p.event_index >= floor:
-            problems += _event_problems(store, p, report.verified_size)
+        elif p.event_index >= floor and (why := _event_problem(store, p, report.verified_size)):
+            problems.append(why)
         last = p.below - 1
         if problems:
             report.add(
