@@ -8,6 +8,7 @@
     │   ├── FormatError       a note, key, receipt or tile is garbled
     │   └── VerificationError a signature, proof or ledger check failed
     ├── UsageError            local misuse: bad argument, missing ledger, bad config
+    │   └── PrunedError       the entry asked for was pruned by retention (says where it went)
     └── StorageError          the store cannot be read or written (corrupt file, disk, closed)
 
 The CLI maps each branch to an exit code and prints the message; no traceback reaches a user.
@@ -20,6 +21,7 @@ __all__ = [
     "FormatError",
     "InputError",
     "ProctorError",
+    "PrunedError",
     "StorageError",
     "UsageError",
     "VerificationError",
@@ -48,6 +50,23 @@ class VerificationError(InputError):
 
 class UsageError(ProctorError):
     """Local misuse: a bad argument, a missing ledger, a bad setting."""
+
+
+class PrunedError(UsageError):
+    """The entry asked for was pruned by retention; the message names the rule and archive."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        index: int,
+        prune_event: int | None = None,
+        archive: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.index = index
+        self.prune_event = prune_event
+        self.archive = archive
 
 
 class StorageError(ProctorError):

@@ -45,12 +45,8 @@ def tamper(path: Path) -> Callable[[str, tuple[object, ...]], None]:
 
     def run(sql: str, args: tuple[object, ...] = ()) -> None:
         db = sqlite3.connect(path, isolation_level=None)
-        for trig in (
-            "entries_append_only_u",
-            "entries_append_only_d",
-            "checkpoints_append_only_u",
-            "checkpoints_append_only_d",
-        ):
+        triggers = db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall()
+        for (trig,) in triggers:  # entries, checkpoints, prunes: every guard
             db.execute(f"DROP TRIGGER IF EXISTS {trig}")
         db.execute(sql, args)
         db.close()

@@ -187,8 +187,8 @@ def test_an_unexpected_error_in_the_store_fails_the_batch_and_stops(
     class Broken(SqliteStore):
         """A store with a bug: its append raises something that is not a StorageError."""
 
-        def append(self, start: int, entries: Any, tiles: Any) -> None:
-            super().append(start, entries, tiles)
+        def append(self, start: int, entries: Any, tiles: Any, prune: Any = None) -> None:
+            super().append(start, entries, tiles, prune)
             raise RuntimeError("a bug after the commit")
 
     store = Broken(tmp_path / "l.sqlite")

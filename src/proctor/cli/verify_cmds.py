@@ -113,12 +113,13 @@ def _print(report: Report) -> None:
                 if f.first == f.last
                 else f"{f.first}..{f.last}"
             )
-            style = "red" if f.is_failure else "yellow"
+            style = "red" if f.is_failure else "cyan" if f.kind == "pruned" else "yellow"
             table.add_row(f"[{style}]{f.kind}[/]", where, f.detail.replace("[", r"\["))
         out.print(table)
+    pruned = f" (and {report.pruned} pruned by retention)" if report.pruned else ""
     summary = (
-        f"{report.entries} entries, {report.valid_checkpoints}/{report.checkpoints} checkpoints "
-        f"verified, signed tree size {report.verified_size}"
+        f"{report.entries} entries{pruned}, {report.valid_checkpoints}/{report.checkpoints} "
+        f"checkpoints verified, signed tree size {report.verified_size}"
     )
     if failures:
         out.print(f"[bold red]FAILED[/]: {len(failures)} findings; {summary}")

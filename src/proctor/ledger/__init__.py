@@ -13,7 +13,8 @@ Bottom to top:
 - ``ledger``    a ledger directory: the facade the rest of Proctor appends to and proves from.
 - ``verify``    full verification with findings (``verify_sigs``, ``verify_diagnose`` help;
                 ``verify_scan`` re-hashes tile ranges, ``verify_workers`` shares them out to
-                worker processes for big ledgers).
+                worker processes for big ledgers; ``verify_prunes`` checks that every pruned
+                range is recorded by a signed ``retention.pruned`` event).
 
 Imports nothing of Proctor but ``errors`` and ``events``.
 """

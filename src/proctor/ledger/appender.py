@@ -10,10 +10,13 @@ is not. A full queue blocks producers (back-pressure) up to a timeout and then r
 is dropped silently.
 
 The writer also signs checkpoints: every ``checkpoint_every`` entries, after
-``checkpoint_interval_ms`` with unsigned entries, and on demand. Before it signs a tree it
-proves, from the stored tiles, that the tree is consistent with the previous signed
-checkpoint; when that fails the appender stops taking entries (fail closed) instead of
-signing over a damaged ledger.
+``checkpoint_interval_ms`` with unsigned entries, and on demand. It writes a retention prune's
+event alone, in the same transaction as the floor it raises, and deletes pruned bodies in
+bounded chunks between batches (``sweep``), so the one writer stays the only one.
+
+Before it signs a tree it proves, from the stored tiles, that the tree is consistent with the
+previous signed checkpoint; when that fails the appender stops taking entries (fail closed)
+instead of signing over a damaged ledger.
 """
 
 from __future__ import annotations
@@ -25,13 +28,13 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from proctor.errors import ProctorError, StorageError, VerificationError
 from proctor.ledger.checkpoint import Checkpoint, open_checkpoint
 from proctor.ledger.merkle import consistency_proof, leaf_hash, verify_consistency
 from proctor.ledger.note import Signer
-from proctor.ledger.store import SqliteStore
+from proctor.ledger.store import Prune, SqliteStore
 from proctor.ledger.tiles import EdgeTiles, TileHasher
 
 __all__ = ["Appender", "AppenderConfig", "Pending"]
@@ -144,13 +147,23 @@ Pending = _ThreadWaiter
 
 
 class _Request:
-    """One queued submission: entries to append, or a checkpoint request (entries=None)."""
+    """One queued submission: entries to append (with a prune: written alone, raising the
+    floor), a sweep of pruned bodies (``sweep`` rows at most), or a checkpoint request."""
 
-    __slots__ = ("entries", "future")
+    __slots__ = ("entries", "future", "prune", "sweep")
 
-    def __init__(self, entries: Sequence[bytes] | None, waiter: _LoopWaiter | None = None) -> None:
+    def __init__(
+        self,
+        entries: Sequence[bytes] | None,
+        waiter: _LoopWaiter | None = None,
+        *,
+        prune: Prune | None = None,
+        sweep: int = 0,
+    ) -> None:
         self.entries = entries
         self.future: _ThreadWaiter | _LoopWaiter = waiter or _ThreadWaiter()
+        self.prune = prune
+        self.sweep = sweep
 
 
 _STOP = object()
@@ -232,6 +245,26 @@ class Appender:
             # Back-pressure: wait for room in a worker thread, not on the event loop.
             await asyncio.to_thread(self._put, req)
         return _as_index(await waiter.afut)
+
+    def append_prune(self, data: bytes, prune: Prune) -> int:
+        """Append a prune's event and raise the floor to ``prune.below`` in one transaction.
+
+        ``prune.event_index`` is set by the writer to the event's index, which is returned.
+        The entry is written in a transaction of its own, so a refused prune fails nobody else.
+        """
+        req = _Request([data], prune=prune)
+        self._put(req)
+        assert isinstance(req.future, _ThreadWaiter)
+        return _as_index(req.future.result())
+
+    def sweep(self, max_rows: int) -> int:
+        """Delete up to ``max_rows`` pruned bodies below the floor; how many (0: none left)."""
+        if max_rows < 1:
+            raise ValueError("max_rows must be at least 1")
+        req = _Request(None, sweep=max_rows)
+        self._put(req)
+        assert isinstance(req.future, _ThreadWaiter)
+        return _as_index(req.future.result())
 
     def checkpoint(self) -> str:
         """Sign a checkpoint of everything appended so far and return its note."""
@@ -318,6 +351,7 @@ class Appender:
                 continue
             batch: list[_Request] = []
             controls: list[_Request] = []
+            chores: list[_Request] = []  # prunes and sweeps: each alone, after the batch
             stop = False
             count = 0
             while True:
@@ -325,7 +359,9 @@ class Appender:
                     stop = True
                     break
                 assert isinstance(item, _Request)
-                if item.entries is None:
+                if item.prune is not None or item.sweep:
+                    chores.append(item)
+                elif item.entries is None:
                     controls.append(item)
                 else:
                     batch.append(item)
@@ -338,6 +374,13 @@ class Appender:
                     break
             if batch:
                 self._write(batch)
+            for req in chores:
+                if self._failed is not None:
+                    req.future.set_exception(self._failed)
+                elif req.prune is not None:
+                    self._write([req], req.prune)
+                else:
+                    self._sweep(req)
             if self._failed is not None:
                 for req in controls:
                     req.future.set_exception(self._failed)
@@ -371,12 +414,23 @@ class Appender:
             return None
         return max(0.0, self._unsigned_since + interval / 1000 - time.monotonic())
 
-    def _write(self, batch: list[_Request]) -> None:
+    def _sweep(self, req: _Request) -> None:
+        try:
+            deleted = self._store.sweep(req.sweep)
+        except ProctorError as exc:
+            log.error("sweeping pruned entries failed: %s", exc)
+            req.future.set_exception(exc)
+            return
+        req.future.set_result(deleted)
+
+    def _write(self, batch: list[_Request], prune: Prune | None = None) -> None:
         entries = [e for req in batch for e in req.entries or ()]
         start = self._edge.size
         dirty, edge = self._edge.extend([leaf_hash(e) for e in entries])
+        if prune is not None:
+            prune = replace(prune, event_index=start)
         try:
-            self._store.append(start, entries, dirty)
+            self._store.append(start, entries, dirty, prune)
         except ProctorError as exc:
             log.error("ledger write of %d entries failed: %s", len(entries), exc)
             for req in batch:

@@ -26,7 +26,7 @@ from typing import IO
 
 import msgspec
 
-from proctor.errors import StorageError, UsageError
+from proctor.errors import PrunedError, StorageError, UsageError
 from proctor.events.canonical import canonical_bytes
 from proctor.events.clock import ClockSource
 from proctor.events.ids import parse_time
@@ -36,7 +36,7 @@ from proctor.ledger.checkpoint import Checkpoint, open_checkpoint
 from proctor.ledger.merkle import consistency_proof, inclusion_proof
 from proctor.ledger.note import Signer, Verifier
 from proctor.ledger.receipt import Receipt
-from proctor.ledger.store import Durability, SqliteStore
+from proctor.ledger.store import Durability, Prune, SqliteStore
 from proctor.ledger.tiles import DEFAULT_CACHE_TILES, TileCache, TileHasher
 
 __all__ = [
@@ -56,6 +56,7 @@ SKEY_NAME = "signer.key"
 LOCK_NAME = "ledger.lock"
 TIME_SKEW_FLAG = "time_skew"
 ENTRIES_CHUNK = 4096  # rows read per hold of the read lock by Ledger.entries
+SWEEP_ROWS = 8192  # pruned bodies deleted per writer transaction (appends wait meanwhile)
 
 
 def write_key_pair(signer: Signer, directory: Path) -> tuple[Path, Path]:
@@ -240,6 +241,24 @@ class Ledger:
         """Append already-canonical entries (tests and benchmarks); first index."""
         return self._writer().append_many(entries)
 
+    def append_prune(self, event: Event, prune: Prune) -> int:
+        """Append a ``retention.pruned`` event and raise the floor in the same transaction.
+
+        Returns the event's index (also ``event_index`` of the stored prune). Bodies below the
+        floor are not deleted yet: ``sweep_pruned`` does that, after a checkpoint signs the event.
+        """
+        if event.kind != "retention.pruned":
+            raise UsageError(f"a prune is recorded by a retention.pruned event, not {event.kind}")
+        return self._writer().append_prune(self.stamp(event), prune)
+
+    def sweep_pruned(self, max_rows: int = SWEEP_ROWS) -> int:
+        """Delete every body below the floor, ``max_rows`` per transaction; how many."""
+        writer = self._writer()
+        total = 0
+        while deleted := writer.sweep(max_rows):
+            total += deleted
+        return total
+
     def checkpoint(self) -> str:
         """Sign (if anything is new) and return the latest checkpoint note."""
         if self._appender is not None:
@@ -256,24 +275,52 @@ class Ledger:
         with self._read_lock:
             return self._reader.size()
 
+    def floor(self) -> int:
+        """The smallest retained index: entries below it were pruned by retention."""
+        with self._read_lock:
+            return self._reader.floor()
+
+    def prunes(self) -> list[Prune]:
+        """Every recorded prune, lowest range first."""
+        with self._read_lock:
+            return self._reader.prunes()
+
     def entry(self, index: int) -> bytes:
-        """The canonical bytes stored at ``index``."""
+        """The canonical bytes stored at ``index``; ``PrunedError`` below the floor."""
         with self._read_lock:
             data = self._reader.entry(index)
             size = self._reader.size()
+            floor = self._reader.floor()
+        if 0 <= index < floor:
+            raise self._pruned(index)
         if data is None:
             raise UsageError(f"no entry at index {index} (the ledger has {size})")
         return data
 
+    def _pruned(self, index: int) -> PrunedError:
+        for p in self.prunes():
+            if p.first <= index < p.below:
+                return PrunedError(
+                    f"entry {index} was pruned by retention (rule {p.rule}, recorded at index "
+                    f"{p.event_index}); see archive {p.archive}",
+                    index=index,
+                    prune_event=p.event_index,
+                    archive=p.archive,
+                )
+        return PrunedError(f"entry {index} was pruned by retention", index=index)
+
     def entries(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, bytes]]:
         """Stored entries in index order (gaps in a damaged ledger show as skipped indexes).
+
+        Entries below the floor are pruned: iteration starts at the floor at the earliest.
 
         The read connection is shared, so each chunk of rows is read under the read lock, like
         every other read; the lock is not held while the caller iterates (who may call other
         methods meanwhile). Each chunk starts after the last index of the one before and stops
         at ``end``, or at the size when the iteration started: the rows one query would give.
         """
-        lo, hi = start, end
+        with self._read_lock:
+            lo, hi = max(start, self._reader.floor()), end
         while True:
             with self._read_lock:
                 if hi is None:
@@ -289,13 +336,17 @@ class Ledger:
                 return
             lo = chunk[-1][0] + 1
 
-    def prove(self, index: int) -> Receipt:
-        """A receipt for ``index`` against the latest checkpoint that covers it."""
+    def prove(self, index: int, checkpoint: str | None = None) -> Receipt:
+        """A receipt for ``index`` against ``checkpoint`` (a signed note of this ledger), by
+        default the latest checkpoint that covers it. Pruned entries can be proved too: their
+        leaf hashes stay."""
         size = self.size()
         if not 0 <= index < size:
             raise UsageError(f"no entry at index {index} (the ledger has {size})")
-        note = self._covering_checkpoint(index)
+        note = self._covering_checkpoint(index) if checkpoint is None else checkpoint
         cp = self._open(note)
+        if index >= cp.size:
+            raise UsageError(f"the checkpoint of size {cp.size} does not cover index {index}")
         with self._read_lock:
             hasher = TileHasher(self._reader.read_tile, cp.size, self._tile_cache)
             hashes = inclusion_proof(index, cp.size, hasher.range)

@@ -4,6 +4,12 @@ The interface is deliberately narrow so a PostgreSQL store can follow: append a 
 entries with the tiles it changed (one transaction), read entries, read tiles, add and list
 checkpoints. Entries and checkpoints are append-only; triggers refuse UPDATE and DELETE so a
 bug cannot rewrite history (someone with the file can, which is what verification catches).
+
+The one exception is retention (docs/retention.md): a ``prunes`` row, written in the same
+transaction as the ``retention.pruned`` event that records it, raises the *floor* (the
+smallest retained index); entry bodies below the floor may then be deleted, nothing else.
+Level-0 tiles keep every leaf hash, so roots and proofs do not change. ``prunes`` is
+append-only itself and only moves forward, each range starting where the last one ended.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from typing import Literal
 
 from proctor.errors import StorageError, UsageError
 
-__all__ = ["SCHEMA_VERSION", "Durability", "SqliteStore", "StoredCheckpoint"]
+__all__ = ["SCHEMA_VERSION", "Durability", "Prune", "SqliteStore", "StoredCheckpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +50,53 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 );
 CREATE TRIGGER IF NOT EXISTS entries_append_only_u BEFORE UPDATE ON entries
     BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END;
-CREATE TRIGGER IF NOT EXISTS entries_append_only_d BEFORE DELETE ON entries
-    BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS checkpoints_append_only_u BEFORE UPDATE ON checkpoints
     BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS checkpoints_append_only_d BEFORE DELETE ON checkpoints
     BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END;
+CREATE TABLE IF NOT EXISTS prunes (
+    below INTEGER PRIMARY KEY, first INTEGER NOT NULL, event_index INTEGER NOT NULL,
+    rule TEXT NOT NULL, archive TEXT NOT NULL, archive_sha256 TEXT NOT NULL,
+    created_ns INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS prunes_append_only_u BEFORE UPDATE ON prunes
+    BEGIN SELECT RAISE(ABORT, 'prunes are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS prunes_append_only_d BEFORE DELETE ON prunes
+    BEGIN SELECT RAISE(ABORT, 'prunes are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS prunes_forward_only BEFORE INSERT ON prunes
+    WHEN NEW.first != (SELECT coalesce(max(below), 0) FROM prunes)
+        OR NEW.below <= NEW.first
+        OR NEW.event_index < NEW.below
+        OR NEW.event_index > (SELECT coalesce(max(idx), -1) FROM entries)
+    BEGIN SELECT RAISE(ABORT, 'a prune must start at the floor and end at or before its event');
+    END;
 """
+# Ledgers made before retention refused every DELETE on entries; the trigger is replaced (in
+# one transaction) by one that lets through only rows below the floor that ``prunes`` sets.
+_DELETE_TRIGGER = """
+BEGIN IMMEDIATE;
+DROP TRIGGER IF EXISTS entries_append_only_d;
+CREATE TRIGGER entries_append_only_d BEFORE DELETE ON entries
+    WHEN OLD.idx >= (SELECT coalesce(max(below), 0) FROM prunes)
+    BEGIN SELECT RAISE(ABORT, 'ledger entries are append-only (but for pruned bodies)'); END;
+COMMIT;
+"""
+
+
+@dataclass(frozen=True)
+class Prune:
+    """A recorded retention prune: bodies of ``[first, below)`` removed, archived elsewhere.
+
+    ``event_index`` is the ``retention.pruned`` event written in the same transaction.
+    """
+
+    below: int
+    first: int
+    event_index: int
+    rule: str
+    archive: str
+    archive_sha256: str
+    created_ns: int
 
 
 @dataclass(frozen=True)
@@ -105,6 +151,7 @@ class SqliteStore:
                 self._db.execute("PRAGMA wal_autocheckpoint = 0")
                 self._db.execute(f"PRAGMA journal_size_limit = {wal_limit_bytes}")
                 self._db.executescript(_SCHEMA)
+                self._db.executescript(_DELETE_TRIGGER)
             self._check_schema()
         except sqlite3.DatabaseError as exc:
             raise StorageError(f"cannot open ledger database {path}: {exc}") from None
@@ -157,9 +204,17 @@ class SqliteStore:
         return 0 if row[0] is None else int(row[0]) + 1
 
     def append(
-        self, start: int, entries: Sequence[bytes], tiles: Mapping[tuple[int, int], bytes]
+        self,
+        start: int,
+        entries: Sequence[bytes],
+        tiles: Mapping[tuple[int, int], bytes],
+        prune: Prune | None = None,
     ) -> None:
-        """Write entries at ``start, start+1, …`` and the changed tiles, atomically."""
+        """Write entries at ``start, start+1, …`` and the changed tiles, atomically.
+
+        With ``prune`` (whose ``event_index`` is one of these entries) the floor moves in the
+        same transaction: the record of a prune and the prune are one commit.
+        """
         with self._tx():
             row = self._db.execute("SELECT max(idx) FROM entries").fetchone()
             have = 0 if row[0] is None else int(row[0]) + 1
@@ -173,6 +228,24 @@ class SqliteStore:
                 "INSERT OR REPLACE INTO tiles (level, idx, data) VALUES (?, ?, ?)",
                 [(lv, ix, d) for (lv, ix), d in tiles.items()],
             )
+            if prune is not None:
+                if not start <= prune.event_index < start + len(entries):
+                    raise StorageError(
+                        f"prune event index {prune.event_index} is not in this batch"
+                    )
+                self._db.execute(
+                    "INSERT INTO prunes (below, first, event_index, rule, archive, "
+                    "archive_sha256, created_ns) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        prune.below,
+                        prune.first,
+                        prune.event_index,
+                        prune.rule,
+                        prune.archive,
+                        prune.archive_sha256,
+                        prune.created_ns,
+                    ),
+                )
         # Roughly what the commit added to the WAL: the entries and the rewritten tiles.
         self._wal_bytes += sum(map(len, entries)) + sum(map(len, tiles.values()))
         if self._wal_bytes >= self._wal_limit // WAL_NUDGES:
@@ -221,6 +294,65 @@ class SqliteStore:
     def count(self) -> int:
         """Number of stored entry rows (differs from size() only when rows are missing)."""
         return int(self._run("SELECT count(*) FROM entries").fetchone()[0])
+
+    # -- retention --------------------------------------------------------------------------
+
+    def prunes(self) -> list[Prune]:
+        """Every recorded prune, lowest range first (none in a ledger made before retention)."""
+        try:
+            rows = self._db.execute(
+                "SELECT below, first, event_index, rule, archive, archive_sha256, created_ns "
+                "FROM prunes ORDER BY below"
+            ).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):  # opened read-only, never opened by a writer since
+                return []
+            raise StorageError(f"ledger database {self.path}: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"ledger database {self.path}: {exc}") from None
+        return [
+            Prune(int(b), int(f), int(e), str(r), str(a), str(h), int(c))
+            for b, f, e, r, a, h, c in rows
+        ]
+
+    def floor(self) -> int:
+        """The smallest retained index: bodies below it are pruned (0: nothing pruned)."""
+        try:
+            row = self._db.execute("SELECT max(below) FROM prunes").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return 0
+            raise StorageError(f"ledger database {self.path}: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"ledger database {self.path}: {exc}") from None
+        return 0 if row[0] is None else int(row[0])
+
+    def rows_below_floor(self) -> int:
+        """Bodies still stored below the floor (a sweep was interrupted)."""
+        floor = self.floor()
+        row = self._run(
+            "SELECT count(*) FROM entries WHERE idx >= 0 AND idx < ?", (floor,)
+        ).fetchone()
+        return int(row[0])
+
+    def sweep(self, max_rows: int) -> int:
+        """Delete up to ``max_rows`` entry bodies below the floor, in one transaction.
+
+        Returns how many were deleted (0: none left). The delete trigger refuses any row at or
+        above the floor, whoever asks.
+        """
+        with self._tx():
+            floor = self.floor()
+            row = self._db.execute(
+                "SELECT min(idx) FROM entries WHERE idx >= 0 AND idx < ?", (floor,)
+            ).fetchone()
+            if row[0] is None:
+                return 0
+            lo = int(row[0])
+            cur = self._db.execute(
+                "DELETE FROM entries WHERE idx >= ? AND idx < ?", (lo, min(floor, lo + max_rows))
+            )
+            return int(cur.rowcount)
 
     def read_tile(self, level: int, index: int) -> bytes | None:
         """A tile's hashes, or None when not stored."""

@@ -15,6 +15,10 @@ the signed roots still bound the damage to a range between two checkpoints. The 
 The entries are re-hashed a chunk of level-0 tiles at a time (``verify_scan``), in this process
 and, for big ledgers, in worker processes too (``verify_workers``); the chunks are put together
 here in index order.
+
+Below the retention floor the bodies are pruned by design: the stored leaf hashes stand for
+them (the signed roots still check those), each prune is reported for information, and a floor
+that no signed ``retention.pruned`` event accounts for is a failure (``verify_prunes``).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from proctor.ledger.note import Verifier
 from proctor.ledger.store import SqliteStore
 from proctor.ledger.tiles import TILE_HEIGHT, TILE_WIDTH, TileHasher
 from proctor.ledger.verify_diagnose import classify_mismatches
+from proctor.ledger.verify_prunes import check_prunes
 from proctor.ledger.verify_scan import Chunk
 from proctor.ledger.verify_sigs import open_saved, signed_checkpoints
 from proctor.ledger.verify_workers import MAX_WORKERS, Scan, default_workers
@@ -57,10 +62,13 @@ FindingKind = Literal[
     "damaged-tiles",
     "unreadable",
     "unsigned-entries",
+    "pruned",
+    "unrecorded-prune",
 ]
 
-#: Findings that are worth knowing but do not make a ledger fail verification.
-WARNINGS = frozenset({"unsigned-entries"})
+#: Findings that are worth knowing but do not make a ledger fail verification: entries not
+#: signed yet, and entries pruned by a recorded retention prune (absent by design).
+WARNINGS = frozenset({"unsigned-entries", "pruned"})
 _MAX_MISMATCHES = 1_000_000  # diagnosis holds mismatched positions in memory; cap it
 #: Ledgers smaller than this are verified in this process alone. A worker is ready ~50 ms after
 #: it is started (an interpreter and a few imports, on another CPU; this process scans
@@ -98,6 +106,8 @@ class Report:
     checkpoints: int = 0
     valid_checkpoints: int = 0
     verified_size: int = 0
+    pruned: int = 0
+    """The retention floor: entries below it are pruned (their leaf hashes are verified)."""
     findings: list[Finding] = field(default_factory=list)
 
     def __bool__(self) -> bool:
@@ -115,6 +125,7 @@ class Report:
             "checkpoints": self.checkpoints,
             "valid_checkpoints": self.valid_checkpoints,
             "verified_size": self.verified_size,
+            "pruned": self.pruned,
             "findings": [f.to_dict() for f in self.findings],
         }
 
@@ -202,7 +213,8 @@ class _Rebuild:
         self.bad_tiles: list[int] = []
         self.tree = _Tree(store, report, self.bad_tiles)
         self._cut = bisect.bisect_right(cuts, 0)  # next cut to reach
-        self._broken: int | None = None  # first level-0 tile with missing rows
+        self._broken: int | None = None  # first level-0 tile with missing rows or leaf hashes
+        self.lost: list[tuple[int, int]] = []  # pruned ranges whose stored leaf hashes are gone
 
     def add(self, chunk: Chunk) -> None:
         """Take the next chunk (chunks come in tile order)."""
@@ -216,6 +228,14 @@ class _Rebuild:
                 self.gaps.extend(chunk.gaps)
             if self._broken is None:
                 self._broken = first // TILE_WIDTH
+        for t in chunk.lost:
+            lo, hi = t * TILE_WIDTH, min((t + 1) * TILE_WIDTH, self.size)
+            if self.lost and self.lost[-1][1] == lo - 1:
+                self.lost[-1] = (self.lost[-1][0], hi - 1)
+            else:
+                self.lost.append((lo, hi - 1))
+            if self._broken is None or t < self._broken:
+                self._broken = t
         self.mismatches.extend(chunk.mismatches[: _MAX_MISMATCHES - len(self.mismatches)])
         for t, root in enumerate(chunk.roots, chunk.first):
             if self._broken is None or t < self._broken:
@@ -291,6 +311,8 @@ def _verify(
     size = store.size()
     last = store.last_tile(0)
     tile_size = 0 if last is None else last[0] * TILE_WIDTH + len(last[1]) // HASH_SIZE
+    prunes = store.prunes()
+    floor = min(size, max((p.below for p in prunes), default=0))
 
     # Sizes at which the rebuilt root must equal a signed one.
     cuts = sorted({cp.size for cp in signed} | ({saved.size} if saved is not None else set()))
@@ -298,7 +320,7 @@ def _verify(
     # Work a chunk of level-0 tiles (256 entries each) at a time: one comparison with the
     # stored leaf hashes when nothing changed, per-entry work only where something did.
     n = workers if size >= parallel_from else 1
-    with Scan(store.database_file(), size, cuts, n) as scan:
+    with Scan(store.database_file(), size, cuts, n, floor) as scan:
         for chunk in scan.chunks():
             rebuild.add(chunk)
             if progress is not None:
@@ -307,14 +329,24 @@ def _verify(
     if progress is not None:
         progress(size, size)
     # The stored rows, as count(*) gives them, without its pass over the whole table.
-    report.entries = size - sum(b - a + 1 for a, b in rebuild.gaps) + negative
+    report.entries = size - floor - sum(b - a + 1 for a, b in rebuild.gaps) + negative
+    report.pruned = floor
 
     for first, last_missing in rebuild.gaps:
         report.add(
             "missing-entry", first, last_missing, f"{last_missing - first + 1} entries are absent"
         )
+    for first, last_lost in rebuild.lost:
+        report.add(
+            "damaged-tiles",
+            first,
+            last_lost,
+            "entries pruned by retention whose stored leaf hashes (level-0 tiles) are missing "
+            "or short: nothing is left to verify them by",
+        )
     classify_mismatches(rebuild.mismatches, store, tile_size, report)
     _check_roots(signed, saved, rebuild.roots, store, report, size=size, tile_size=tile_size)
+    check_prunes(store, prunes, size, report)
 
 
 def _check_roots(

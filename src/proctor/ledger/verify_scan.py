@@ -8,6 +8,10 @@ size's root (MTH splits at the largest power of two below n, so the root of any 
 perfect subtrees of its set bits, largest first). ``verify.py`` puts the chunks together in
 index order: upper levels, roots at checkpoint sizes, findings.
 
+Below the retention floor (docs/retention.md) the entry bodies are pruned by design: there the
+stored level-0 tile stands for the entries. It cannot be forged unnoticed, because the roots it
+gives are compared with the signed ones like any other.
+
 This module is also the program a worker process runs (``verify_workers`` starts it as
 ``python -S -m proctor.ledger.verify_scan``), so it imports only the standard library's
 essentials and ``proctor.errors``: a worker is ready in a few tens of milliseconds.
@@ -63,7 +67,7 @@ _BELOW = "SELECT count(*) FROM entries WHERE idx < ?"
 class Chunk:
     """What scanning the level-0 tiles ``[first, end)`` found."""
 
-    __slots__ = ("bad", "end", "first", "gaps", "mismatches", "parts", "roots")
+    __slots__ = ("bad", "end", "first", "gaps", "lost", "mismatches", "parts", "roots")
 
     def __init__(self, first: int, end: int) -> None:
         self.first = first
@@ -78,18 +82,29 @@ class Chunk:
         self.gaps: list[tuple[int, int]] = []
         #: ``(index, computed leaf)`` where the stored leaf hash differs, ascending.
         self.mismatches: list[tuple[int, bytes]] = []
+        #: Tiles below the floor whose stored leaf hashes are missing or short, ascending.
+        self.lost: list[int] = []
 
     def to_plain(self) -> tuple[Any, ...]:
         """The fields as plain data, for ``encode``."""
-        return (self.first, self.end, self.roots, self.parts, self.bad, self.gaps, self.mismatches)
+        return (
+            self.first,
+            self.end,
+            self.roots,
+            self.parts,
+            self.bad,
+            self.gaps,
+            self.mismatches,
+            self.lost,
+        )
 
     @classmethod
     def from_plain(cls, fields: Any) -> Chunk:
         """The chunk ``to_plain`` gave (from a worker: checked to be plain data by ``decode``)."""
-        first, end, roots, parts, bad, gaps, mismatches = fields
+        first, end, roots, parts, bad, gaps, mismatches, lost = fields
         chunk = cls(first, end)
         chunk.roots, chunk.parts, chunk.bad = roots, parts, bad
-        chunk.gaps, chunk.mismatches = gaps, mismatches
+        chunk.gaps, chunk.mismatches, chunk.lost = gaps, mismatches, lost
         return chunk
 
 
@@ -165,11 +180,13 @@ def _left_of(levels: list[bytes], k: int) -> bytes:
 class Scanner:
     """Scans the tiles of one ledger through a read-only connection of its own.
 
-    ``uri``: the database as an SQLite URI with ``mode=ro``.
+    ``uri``: the database as an SQLite URI with ``mode=ro``; ``floor``: the retention floor,
+    below which entries are pruned and their stored leaf hashes are used instead.
     """
 
-    def __init__(self, uri: str, size: int) -> None:
+    def __init__(self, uri: str, size: int, floor: int = 0) -> None:
         self.size = size
+        self.floor = floor
         try:
             self._db = sqlite3.connect(uri, uri=True)
             self._db.execute("PRAGMA busy_timeout = 5000")
@@ -201,30 +218,41 @@ class Scanner:
     def _tile(self, t: int, ref: bytes, cuts: Sequence[int], chunk: Chunk) -> None:
         lo = t * TILE_WIDTH
         hi = min(lo + TILE_WIDTH, self.size)
+        start = min(max(lo, self.floor), hi)  # entries from here on are kept
+        kept = ref[: (start - lo) * HASH_SIZE]  # the pruned ones' leaf hashes, as stored
+        if len(kept) != (start - lo) * HASH_SIZE:
+            chunk.lost.append(t)
+            chunk.roots.append(None)  # nothing to rebuild the tree from
+            return
         # A query per tile: its 256 rows (~150 KB) are still in the CPU cache when hashed.
-        rows = self._db.execute(_DATA, (lo, hi)).fetchall()
-        # idx is the primary key: hi - lo rows in [lo, hi) are all of them, in order.
-        complete = len(rows) == hi - lo
-        leaves = _leaf_hashes(rows) if complete else None
-        if leaves is None or leaves != ref[: len(leaves)]:
-            leaves = self._diagnose(t, lo, hi, ref, chunk)
+        rows = self._db.execute(_DATA, (start, hi)).fetchall() if start < hi else []
+        # idx is the primary key: hi - start rows in [start, hi) are all of them, in order.
+        complete = len(rows) == hi - start
+        fresh = _leaf_hashes(rows) if complete else None
+        if fresh is None or fresh != ref[len(kept) : len(kept) + len(fresh)]:
+            fresh = self._diagnose(t, lo, start, hi, ref, chunk)
         if not complete:
             chunk.roots.append(None)  # the rebuilt tree stops at the first missing row
             return
+        leaves = kept + fresh
         levels = _subtrees(leaves)
         chunk.roots.append(levels[TILE_HEIGHT] if hi - lo == TILE_WIDTH else None)
         for c in cuts[bisect.bisect_right(cuts, lo) : bisect.bisect_right(cuts, hi)]:
             chunk.parts[c] = _left_of(levels, c - lo)
 
-    def _diagnose(self, t: int, lo: int, hi: int, ref: bytes, chunk: Chunk) -> bytes:
-        """Per-entry work, only where something changed: missing rows, leaves not stored."""
-        rows = self._db.execute(_ROWS, (lo, hi)).fetchall()
+    def _diagnose(self, t: int, lo: int, start: int, hi: int, ref: bytes, chunk: Chunk) -> bytes:
+        """Per-entry work, only where something changed: missing rows, leaves not stored.
+
+        Rows ``[start, hi)`` of the tile starting at ``lo`` (those below ``start`` are pruned).
+        """
+        rows = self._db.execute(_ROWS, (start, hi)).fetchall()
         present = [idx for idx, _ in rows]
         leaves = _leaf_hashes([(data,) for _, data in rows]) or b""
-        complete = len(rows) == hi - lo
+        complete = len(rows) == hi - start
         if not complete:
-            find_gaps(present, lo, hi, chunk.gaps)
-        if complete and leaves == ref[: len(leaves)]:
+            find_gaps(present, start, hi, chunk.gaps)
+        skip = (start - lo) * HASH_SIZE
+        if complete and leaves == ref[skip : skip + len(leaves)]:
             return leaves
         chunk.bad.append(t)
         for k, idx in enumerate(present):
@@ -245,8 +273,8 @@ def _read(inp: BinaryIO) -> Any:
 
 
 def serve() -> None:
-    """A worker: ``(uri, size)``, then ``(first, end, cuts)`` tasks on stdin, until it closes;
-    each answered on stdout with the chunk, in order.
+    """A worker: ``(uri, size, floor)``, then ``(first, end, cuts)`` tasks on stdin, until it
+    closes; each answered on stdout with the chunk, in order.
 
     Runs in its own session (the parent handles Ctrl-C and stops it). Any error ends it
     quietly: the parent scans the chunk itself and reports what it finds.

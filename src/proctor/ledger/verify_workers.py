@@ -65,7 +65,7 @@ def _read_exactly(fd: int, n: int) -> bytes | None:
 class _Worker:
     """One worker subprocess and the chunks sent to it that it has not answered yet."""
 
-    def __init__(self, uri: str, size: int) -> None:
+    def __init__(self, uri: str, size: int, floor: int) -> None:
         env = dict(os.environ)
         # Import this very package, whatever the caller did to sys.path to find it; -S skips
         # site-packages (nothing there is needed) and -P the current directory, either of
@@ -84,7 +84,7 @@ class _Worker:
         self._out: IO[bytes] = self.proc.stdout
         self.out = self._out.fileno()
         self.tasks: list[int] = []  # chunk numbers, in the order sent (and answered)
-        self.alive = self._send(encode((uri, size)))
+        self.alive = self._send(encode((uri, size, floor)))
 
     def _send(self, frame: bytes) -> bool:
         try:
@@ -130,17 +130,21 @@ class _Worker:
 class Scan:
     """Every level-0 tile of a ledger of ``size`` entries scanned, chunks yielded in order.
 
-    ``workers`` counts the processes that hash, this one included. Use it as a context
-    manager: leaving it stops the workers, and kills them when leaving by an exception.
+    ``workers`` counts the processes that hash, this one included; entries below ``floor`` are
+    pruned (their stored leaf hashes stand for them). Use it as a context manager: leaving it
+    stops the workers, and kills them when leaving by an exception.
     """
 
-    def __init__(self, path: Path, size: int, cuts: Sequence[int], workers: int = 1) -> None:
+    def __init__(
+        self, path: Path, size: int, cuts: Sequence[int], workers: int = 1, floor: int = 0
+    ) -> None:
         tiles = -(-size // TILE_WIDTH)
         step = max(1, min(CHUNK_TILES, tiles // (4 * max(1, workers))))
         self._plan = [(f, min(f + step, tiles)) for f in range(0, tiles, step)]
         self._cuts = sorted({c for c in cuts if 0 < c <= size and c % TILE_WIDTH})
         self._uri = f"{path.resolve().as_uri()}?mode=ro"
         self._size = size
+        self._floor = floor
         self._want = max(0, min(workers - 1, len(self._plan) - 1))
         self._workers: list[_Worker] = []
         self._done: dict[int, Chunk] = {}  # scanned, not yielded yet
@@ -151,10 +155,10 @@ class Scan:
         self.scanned = 0
 
     def __enter__(self) -> Scan:
-        self._local = Scanner(self._uri, self._size)
+        self._local = Scanner(self._uri, self._size, self._floor)
         try:
             for _ in range(self._want):
-                self._workers.append(_Worker(self._uri, self._size))
+                self._workers.append(_Worker(self._uri, self._size, self._floor))
         except OSError:
             pass  # cannot start one (no executable, no processes left): scan here
         except BaseException:
