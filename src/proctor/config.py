@@ -28,6 +28,7 @@ from msgspec import Meta
 from proctor.errors import UsageError
 from proctor.gateway.postgres.scram import parse_verifier
 from proctor.privacy.seal import DEFAULT_FIELDS, SEALABLE
+from proctor.retention.config import RetentionConfig, retention_problems
 
 __all__ = [
     "ApiConfig",
@@ -233,6 +234,7 @@ class Config(_Part, frozen=True, kw_only=True):
     api: ApiConfig | None = None
     privacy: PrivacyConfig | None = None
     syslog: SyslogConfig | None = None
+    retention: RetentionConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -323,6 +325,8 @@ def _cross_checks(loaded: Loaded, env: Mapping[str, str]) -> list[str]:
         out += _privacy(loaded, c.privacy, env)
     if c.syslog is not None:
         out += _listener(loaded, "syslog", c.syslog)
+    if c.retention is not None:
+        out += retention_problems(c.retention)
     if not loaded.path(c.policies.directory).is_dir():
         out.append(f"policies.directory: {c.policies.directory} is not a directory")
     out += _timezone(c.policies.timezone)

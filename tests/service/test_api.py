@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from typing import Any
 
 import httpx
 import msgspec
@@ -29,9 +30,20 @@ ENDPOINTS = [
     ("POST", "/v1/ingest/k8s", "ingest"),
     ("POST", "/v1/ingest/pgaudit", "ingest"),
     ("POST", "/v1/erasures", "admin"),
+    ("GET", "/v1/holds", "auditor"),
+    ("POST", "/v1/holds", "admin"),
+    ("POST", "/v1/holds/ACME-1/release", "admin"),
+    ("POST", "/v1/retention/run", "admin"),
 ]
 # Answered 404 here once authorized: no gateway runs beside this API, nothing is sealed.
-ABSENT = {"/v1/sessions", "/v1/sessions/revoke", "/v1/erasures"}
+ABSENT = {
+    "/v1/sessions",
+    "/v1/sessions/revoke",
+    "/v1/erasures",
+    "/v1/holds",
+    "/v1/holds/ACME-1/release",
+    "/v1/retention/run",
+}
 
 
 def _one_event() -> dict[str, object]:
@@ -39,23 +51,24 @@ def _one_event() -> dict[str, object]:
 
 
 def _call(client: httpx.Client, method: str, path: str) -> httpx.Response:
-    if path == "/v1/events":
-        return client.post(path, json=_one_event())
-    if path == "/v1/sessions/revoke":
-        return client.post(path, json={"user": "alice"})
-    if path == "/v1/ingest/k8s":
-        return client.post(path, content=event_list(PATCH))
-    if path == "/v1/ingest/pgaudit":
-        return client.post(path, content=SELECT)
-    if path == "/v1/erasures":
-        return client.post(path, json={"subject": "u-1042", "reason": "test"})
-    return client.request(method, path)
+    bodies: dict[tuple[str, str], dict[str, Any]] = {
+        ("POST", "/v1/events"): {"json": _one_event()},
+        ("POST", "/v1/sessions/revoke"): {"json": {"user": "alice"}},
+        ("POST", "/v1/ingest/k8s"): {"content": event_list(PATCH)},
+        ("POST", "/v1/ingest/pgaudit"): {"content": SELECT},
+        ("POST", "/v1/erasures"): {"json": {"subject": "u-1042", "reason": "test"}},
+        ("POST", "/v1/holds"): {
+            "json": {"case_id": "C-1", "selector": "actor:u", "description": "d"}
+        },
+        ("POST", "/v1/holds/ACME-1/release"): {"json": {"reason": "done"}},
+    }
+    return client.request(method, path, **bodies.get((method, path), {}))
 
 
 def test_the_role_matrix_covers_every_endpoint(api: Api) -> None:
     document = httpx.get(f"{api.url}/openapi.json").json()
     routes = {
-        (method.upper(), path.replace("{index}", "0"))
+        (method.upper(), path.replace("{index}", "0").replace("{case_id}", "ACME-1"))
         for path, methods in document["paths"].items()
         for method in methods
     }

@@ -27,6 +27,7 @@ from proctor.ingest import IngestError
 from proctor.ingest.syslog_server import SyslogLimits, SyslogListener
 from proctor.ledger.ledger import Ledger
 from proctor.privacy.keys import KeyStore
+from proctor.retention.service import Retention
 from proctor.runtime import close_ledger, open_ledger, open_runtime
 from proctor.service import (
     TOKENS_NAME,
@@ -84,7 +85,17 @@ def _api_state(
                 ]
             ),
         )
+    retention = None
+    if c.retention is not None:
+        retention = Retention(
+            ledger,
+            c.retention,
+            loaded.path(c.retention.archive_dir),
+            loaded.path(c.retention.holds) if c.retention.holds else None,
+        )
+        retention.start()
     return ServiceState(
+        retention=retention,
         ledger=ledger,
         tokens=TokenStore(ledger.directory / TOKENS_NAME),
         instance=c.gateway,
@@ -148,6 +159,8 @@ async def _start_syslog(loaded: Loaded, ledger: Ledger) -> SyslogListener | None
 
 def _close_api_state(state: ServiceState | None) -> None:
     if state is not None:
+        if state.retention is not None:
+            state.retention.close()
         state.tokens.close()
         if state.oidc is not None:
             state.oidc.keys.close()
@@ -166,8 +179,9 @@ async def run_gateway(loaded: Loaded, stop: asyncio.Event) -> None:
         for (host, port), entry in zip(bound, loaded.config.listeners, strict=True):
             out.print(f"listening on {host}:{port} → upstream {entry.upstream}")
         out.print(f"admin socket: {gateway.admin_path}")
+        # Retention's schedule and holds live in the state, with or without the API.
+        state = _api_state(loaded, runtime.ledger, runtime.keys, gateway)
         if loaded.config.api is not None:
-            state = _api_state(loaded, runtime.ledger, runtime.keys, gateway)
             api = await _start_api(loaded, state)
         syslog = await _start_syslog(loaded, runtime.ledger)
         await stop.wait()

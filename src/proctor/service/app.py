@@ -23,12 +23,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from proctor.errors import (
     InputError,
     ProctorError,
+    PrunedError,
     StorageError,
     UsageError,
 )
 from proctor.events.jsonschema import event_schema_components
 from proctor.ledger.ledger import Ledger
 from proctor.privacy.keys import KeyStore
+from proctor.retention.service import Retention
 from proctor.service.auth import Caller, Forbidden, OidcRoles, Unauthenticated, authenticate
 from proctor.service.tokens import Role, TokenStore
 
@@ -63,6 +65,7 @@ ERRORS: Final[dict[int | str, dict[str, Any]]] = {
         (401, "no valid bearer token"),
         (403, "the caller's roles do not allow this"),
         (404, "not found"),
+        (410, "pruned by retention (the answer says which rule and archive)"),
         (413, "the body is too large"),
         (415, "unsupported media type"),
         (422, "invalid input"),
@@ -93,6 +96,8 @@ class ServiceState:
     sessions: SessionControl | None = None
     keys: KeyStore | None = None
     """Per-subject keys, when personal fields are sealed (``[privacy]``)."""
+    retention: Retention | None = None
+    """Rules, holds and runs, with ``[retention]``."""
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -135,6 +140,7 @@ def role(needed: Role) -> Callable[..., Awaitable[Caller]]:
 
 # The first class in this order that an error is an instance of gives its HTTP status.
 _STATUSES: Final[tuple[tuple[type[ProctorError], int], ...]] = (
+    (PrunedError, 410),
     (Unauthenticated, 401),
     (Forbidden, 403),
     (StorageError, 503),
@@ -161,7 +167,11 @@ def _message(exc: ProctorError) -> str:
 
 def create_app(state: ServiceState) -> FastAPI:
     """The audit service's API over ``state``."""
-    from proctor.service import audit_routes, ingest_routes  # noqa: PLC0415 (they import us)
+    from proctor.service import (  # noqa: PLC0415 (they import us)
+        audit_routes,
+        ingest_routes,
+        retention_routes,
+    )
 
     app = FastAPI(
         title="Proctor audit service",
@@ -213,6 +223,7 @@ def create_app(state: ServiceState) -> FastAPI:
 
     app.include_router(ingest_routes.router)
     app.include_router(audit_routes.router)
+    app.include_router(retention_routes.router)
     app.openapi = lambda: _document(app)  # type: ignore[method-assign]
     return app
 

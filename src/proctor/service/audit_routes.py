@@ -194,6 +194,8 @@ class VerifyOut(BaseModel):
     checkpoints: int
     valid_checkpoints: int
     verified_size: int
+    pruned: int = 0
+    """Entries below the retention floor: absent by design, their leaf hashes verified."""
     findings: list[dict[str, Any]]
 
 
