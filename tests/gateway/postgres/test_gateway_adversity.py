@@ -199,6 +199,48 @@ def test_sql_is_read_the_way_the_server_reads_it(gateway: Running) -> None:
                 conn.execute(sql.encode())
 
 
+def msg(kind: bytes, body: bytes = b"") -> bytes:
+    """One typed message on the wire."""
+    return kind + I32.pack(len(body) + 4) + body
+
+
+def until(sock: socket.socket, reader: BackendReader, kind: bytes) -> list[tuple[bytes, bytes]]:
+    """The gateway's messages up to and including the next one of ``kind``."""
+    got: list[tuple[bytes, bytes]] = []
+    while not got or got[-1][0] != kind:
+        data = sock.recv(65536)
+        assert data, f"the gateway closed the connection after {got}"
+        for frame in reader.frames(data):
+            got.append(frame)
+            if frame[0] == kind:
+                return got
+    return got
+
+
+@pytest.fixture
+def copied() -> Iterator[None]:
+    """A table to COPY into, set up directly."""
+    with pg_direct() as db:
+        db.execute("DROP TABLE IF EXISTS copied; CREATE TABLE copied (id int, v text)")
+    yield
+    with pg_direct() as db:
+        db.execute("DROP TABLE copied")
+
+
+def test_a_message_that_breaks_copy_in_ends_the_session(gateway: Running, copied: None) -> None:
+    """In COPY IN PostgreSQL takes only COPY data, Flush and Sync; a Bind there (which has to
+    wait for the server's answers) ends the session as PostgreSQL would, instead of hanging."""
+    sock, _ = login(gateway, "erin")
+    parse = msg(b"P", b"s1\x00SELECT 1\x00\x00\x00")  # s1's answer comes with the COPY's
+    copy = msg(b"Q", b"COPY copied FROM STDIN\x00")
+    sock.sendall(parse + copy + msg(b"B", b"\x00s1\x00" + bytes(6)))
+    answer = read_all(sock)
+    assert b"C08P01\x00" in answer and b"unexpected Bind message during COPY" in answer
+    sock.close()
+    ends = gateway.events("session.end")
+    assert ends[-1]["outcome"] == {"status": "error", "rows": 0, "sqlstate": "08P01"}
+
+
 def test_messages_after_an_extended_error_do_not_desynchronize_replies(gateway: Running) -> None:
     """An error makes PostgreSQL skip to Sync; what the client sends meanwhile is dropped,
     so later results are still matched to their own statements (and still masked)."""

@@ -20,6 +20,12 @@ those expectations are dropped (their statements never ran: outcome ``cancelled`
 NoticeResponse, ParameterStatus and NotificationResponse may come at any time and pass.
 A reply that fits no expectation means Proctor and the server disagree about the
 conversation: ProtocolError, and the session ends (fail closed).
+
+COPY FROM STDIN: whether a COPY statement starts copying in is known only from its answer
+(CopyInResponse, or an error, or the statement's end without one). :meth:`Replies.copy_may_start`
+says whether that is still open, :attr:`Replies.copy_in` whether PostgreSQL now reads COPY data
+from the client (protocol docs, "COPY Operations": then it takes only CopyData, CopyDone,
+CopyFail, Flush and Sync).
 """
 
 from __future__ import annotations
@@ -76,6 +82,8 @@ class Run:
     cut: bool = False
     masked: frozenset[int] | None = None
     """Result positions to mask, once the row shape is known."""
+    copy_from: bool = False
+    """A COPY FROM statement whose answer has not shown yet whether it copies in."""
 
 
 @dataclass(eq=False)
@@ -111,10 +119,34 @@ class Replies:
         """The last ReadyForQuery status: idle, in a transaction, or in a failed one."""
         self.skipping = False
         """PostgreSQL is discarding messages until the client's next Sync."""
+        self.copy_in = False
+        """PostgreSQL reads COPY data from the client: CopyInResponse came, nothing ended it."""
+        self._maybe_copy = False
+        """A COPY FROM was forwarded since :meth:`copy_may_start` last found none open."""
+        self._ends_ahead = 0
+        """CopyDone/CopyFail forwarded before the COPY they end had started."""
 
     def expect(self, item: Expect) -> None:
         """Note a message just forwarded."""
         self.queue.append(item)
+        if any(run.copy_from for run in item.runs):
+            self._maybe_copy = True
+
+    def copy_may_start(self) -> bool:
+        """Whether a COPY FROM forwarded may still start copying in. Its answer never needs the
+        client: PostgreSQL flushes CopyInResponse and errors at once."""
+        if self._maybe_copy:
+            self._maybe_copy = any(r.copy_from for e in self.queue for r in e.runs[e.index :])
+            if not self._maybe_copy:
+                self._ends_ahead = 0  # they ended nothing: PostgreSQL dropped them
+        return self._maybe_copy
+
+    def copy_ended(self) -> None:
+        """The client's CopyDone or CopyFail was forwarded."""
+        if self.copy_in:
+            self.copy_in = False
+        elif self.copy_may_start():
+            self._ends_ahead += 1  # sent ahead: it ends the COPY about to start
 
     def owed_before(self, batch: int) -> bool:
         """True while answers to batches before ``batch`` are still to come."""
@@ -195,7 +227,7 @@ class Replies:
         if kind in _COPY or kind == b"I":
             head.answered = True
             if kind == b"G":
-                self._copy_started()
+                self._copy_started(run)
             return raw
         if kind == b"Z":
             if not head.answered:
@@ -222,12 +254,20 @@ class Replies:
             return self._complete(run, head.portal, body, raw) if kind == b"C" else raw
         if kind in _COPY:
             if kind == b"G":
-                self._copy_started()
+                self._copy_started(run)
             return raw
         raise ProtocolError(f"upstream sent {kind!r} in answer to Execute")
 
-    def _copy_started(self) -> None:
-        """CopyInResponse: PostgreSQL ignores the Syncs sent while the COPY data was open."""
+    def _copy_started(self, run: Run | None) -> None:
+        """CopyInResponse: PostgreSQL now reads COPY data (unless the client already ended it),
+        and ignores the Syncs sent while the COPY data was open."""
+        if run is None or not run.copy_from:
+            raise ProtocolError("upstream started a COPY FROM STDIN that was not sent")
+        run.copy_from = False
+        if self._ends_ahead:
+            self._ends_ahead -= 1
+        else:
+            self.copy_in = True
         if any(e.during_copy for e in self.queue):
             self.queue = deque(e for e in self.queue if not e.during_copy)
 
@@ -260,6 +300,7 @@ class Replies:
 
     def _error(self, head: Expect, body: bytes, raw: bytes) -> bytes:
         s = self.session
+        self.copy_in = False  # an error ends COPY IN; later COPY data is dropped by the server
         out = head.error if head.error is not None else raw
         state = _sqlstate(body)
         if head.kind == "Q":

@@ -52,7 +52,7 @@ from proctor.events.context import (
 from proctor.events.ids import format_time, new_event_id, now_ns
 from proctor.events.schema import Action, Actor, Event, Links, Outcome, Risk, Source
 from proctor.gateway.postgres import sqlstate
-from proctor.gateway.postgres.commands import Command, Record, SendUpstream, WaitReplies
+from proctor.gateway.postgres.commands import Command, Record, SendUpstream, WaitCopy, WaitReplies
 from proctor.gateway.postgres.obligations import (
     NO_OBLIGATIONS,
     Obligations,
@@ -270,6 +270,10 @@ class Session:
             # After an error PostgreSQL discards everything up to Sync: nothing is decided,
             # forwarded or answered (forwarding it would leave a reply expected forever).
             return
+        if not isinstance(msg, Sync | Terminate) and not (
+            isinstance(msg, Raw) and msg.type in _FORWARDED
+        ):
+            yield from self._outside_copy(msg)
         if isinstance(msg, Query):
             yield from self._query(msg.sql)
         elif isinstance(msg, Parse):
@@ -304,6 +308,7 @@ class Session:
         elif isinstance(msg, Raw) and msg.type in _FORWARDED:
             if msg.type in _COPY_END:
                 self.copy_open = False
+                self.replies.copy_ended()
             yield SendUpstream(msg.encode())
         elif isinstance(msg, Raw) and msg.type == b"F":
             # FunctionCall runs a function by OID, outside SQL: nothing to analyse, refused.
@@ -312,6 +317,17 @@ class Session:
             )
         else:
             raise ProtocolError(f"unexpected message {type(msg).__name__} after startup")
+
+    def _outside_copy(self, msg: FrontendMessage) -> Generator[Command, Any, None]:
+        """A message PostgreSQL does not take during COPY IN (protocol docs, "COPY Operations":
+        only CopyData, CopyDone, CopyFail, Flush and Sync): if a COPY FROM forwarded may still
+        start, wait for its answer (it never needs the client); if it started, the client broke
+        the protocol. PostgreSQL then fails the COPY and, the message read half-way, ends the
+        connection (FATAL 08P01 "protocol synchronization was lost"): so does the session."""
+        if self.replies.copy_may_start():
+            yield WaitCopy()
+        if self.replies.copy_in:
+            raise ProtocolError(f"unexpected {type(msg).__name__} message during COPY from stdin")
 
     def _query(self, sql: str) -> Generator[Command, Any, None]:
         try:
@@ -331,7 +347,10 @@ class Session:
         if any(s.redefines for s in analysis.statements):
             self._forget_names()
         self.copy_open |= any(s.operation == "COPY FROM" for s in analysis.statements)
-        runs = [Run(d, _obligations(d)) for d in decided]
+        runs = [
+            Run(d, _obligations(d), copy_from=s.operation == "COPY FROM")
+            for d, s in zip(decided, analysis.statements, strict=True)
+        ]
         self._expect(Expect("Q", runs=runs))
         self.batch += 1
         yield SendUpstream(Raw(b"Q", _cstr(sql)).encode())
@@ -407,7 +426,7 @@ class Session:
         if stmts[0].redefines:
             self._forget_names()
         self.copy_open |= stmts[0].operation == "COPY FROM"
-        run = Run(decided[0], _obligations(decided[0]))
+        run = Run(decided[0], _obligations(decided[0]), copy_from=stmts[0].operation == "COPY FROM")
         if run.obligations.mask and portal.columns is None:
             # Masking needs the column names: ask for them, and keep the answer to ourselves.
             self._expect(Expect("describe", target=(b"P", msg.portal), swallow=True))
