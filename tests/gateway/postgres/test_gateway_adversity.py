@@ -241,6 +241,20 @@ def test_a_message_that_breaks_copy_in_ends_the_session(gateway: Running, copied
     assert ends[-1]["outcome"] == {"status": "error", "rows": 0, "sqlstate": "08P01"}
 
 
+def test_a_sync_during_copy_in_is_ignored_as_postgresql_ignores_it(
+    gateway: Running, copied: None
+) -> None:
+    sock, reader = login(gateway, "erin")
+    run = msg(b"P", b"\x00COPY copied FROM STDIN\x00\x00\x00") + msg(b"B", bytes(8))
+    sock.sendall(run + msg(b"E", bytes(5)) + msg(b"S"))  # as libpq sends it
+    assert [k for k, _ in until(sock, reader, b"G")] == [b"1", b"2", b"G"]
+    sock.sendall(msg(b"S") + msg(b"d", b"1\tx\n") + msg(b"H") + msg(b"S") + msg(b"c") + msg(b"S"))
+    assert until(sock, reader, b"Z") == [(b"C", b"COPY 1\x00"), (b"Z", b"I")]
+    sock.sendall(msg(b"Q", b"SELECT 1\x00"))
+    assert [k for k, _ in until(sock, reader, b"Z")] == [b"T", b"D", b"C", b"Z"]
+    sock.close()
+
+
 def test_messages_after_an_extended_error_do_not_desynchronize_replies(gateway: Running) -> None:
     """An error makes PostgreSQL skip to Sync; what the client sends meanwhile is dropped,
     so later results are still matched to their own statements (and still masked)."""

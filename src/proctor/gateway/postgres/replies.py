@@ -105,8 +105,6 @@ class Expect:
     batch: int = 0
     answered: bool = False
     """A simple query got at least one answer before its ReadyForQuery."""
-    during_copy: bool = False
-    """A Sync sent while a COPY FROM STDIN was open: ignored if the COPY started."""
 
 
 class Replies:
@@ -259,8 +257,7 @@ class Replies:
         raise ProtocolError(f"upstream sent {kind!r} in answer to Execute")
 
     def _copy_started(self, run: Run | None) -> None:
-        """CopyInResponse: PostgreSQL now reads COPY data (unless the client already ended it),
-        and ignores the Syncs sent while the COPY data was open."""
+        """CopyInResponse: PostgreSQL now reads COPY data, unless the client already ended it."""
         if run is None or not run.copy_from:
             raise ProtocolError("upstream started a COPY FROM STDIN that was not sent")
         run.copy_from = False
@@ -268,8 +265,6 @@ class Replies:
             self._ends_ahead -= 1
         else:
             self.copy_in = True
-        if any(e.during_copy for e in self.queue):
-            self.queue = deque(e for e in self.queue if not e.during_copy)
 
     def _simple_reply(self, head: Expect, kind: bytes, body: bytes, raw: bytes) -> bytes:
         s = self.session

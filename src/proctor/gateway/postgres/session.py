@@ -148,8 +148,6 @@ class Session:
         self.pending_portals: dict[str, tuple[int, Portal | None]] = {}
         self.batch = 0
         """Batches forwarded so far (a Sync or a simple Query ends one)."""
-        self.copy_open = False
-        """A COPY FROM STDIN was forwarded and the client has not ended its data yet."""
         self.closing = False
         self.connect: Decided | None = None
         """The connect decision in force (re-made by :meth:`recheck`)."""
@@ -270,10 +268,10 @@ class Session:
             # After an error PostgreSQL discards everything up to Sync: nothing is decided,
             # forwarded or answered (forwarding it would leave a reply expected forever).
             return
-        if not isinstance(msg, Sync | Terminate) and not (
-            isinstance(msg, Raw) and msg.type in _FORWARDED
-        ):
-            yield from self._outside_copy(msg)
+        if not isinstance(msg, Terminate) and not (isinstance(msg, Raw) and msg.type in _FORWARDED):
+            ignored = yield from self._outside_copy(msg)
+            if ignored:
+                return
         if isinstance(msg, Query):
             yield from self._query(msg.sql)
         elif isinstance(msg, Parse):
@@ -298,16 +296,13 @@ class Session:
             yield SendUpstream(Raw(b"C", msg.kind + _cstr(msg.name)).encode())
         elif isinstance(msg, Sync):
             self.replies.skipping = False
-            # During COPY FROM STDIN PostgreSQL ignores Sync; whether it is in that mode is
-            # known only from its answer (CopyInResponse), so such a Sync is marked.
-            self._expect(Expect("Z", during_copy=self.copy_open))
+            self._expect(Expect("Z"))
             self.batch += 1
             yield SendUpstream(b"S\x00\x00\x00\x04")
         elif isinstance(msg, Terminate):
             self.closing = True
         elif isinstance(msg, Raw) and msg.type in _FORWARDED:
             if msg.type in _COPY_END:
-                self.copy_open = False
                 self.replies.copy_ended()
             yield SendUpstream(msg.encode())
         elif isinstance(msg, Raw) and msg.type == b"F":
@@ -318,16 +313,24 @@ class Session:
         else:
             raise ProtocolError(f"unexpected message {type(msg).__name__} after startup")
 
-    def _outside_copy(self, msg: FrontendMessage) -> Generator[Command, Any, None]:
-        """A message PostgreSQL does not take during COPY IN (protocol docs, "COPY Operations":
-        only CopyData, CopyDone, CopyFail, Flush and Sync): if a COPY FROM forwarded may still
-        start, wait for its answer (it never needs the client); if it started, the client broke
-        the protocol. PostgreSQL then fails the COPY and, the message read half-way, ends the
-        connection (FATAL 08P01 "protocol synchronization was lost"): so does the session."""
+    def _outside_copy(self, msg: FrontendMessage) -> Generator[Command, Any, bool]:
+        """A message other than COPY data or Flush: True when PostgreSQL ignores it.
+
+        During COPY IN PostgreSQL takes only CopyData, CopyDone, CopyFail, Flush and Sync, and
+        ignores the last two (protocol docs, "COPY Operations"). If a COPY FROM forwarded may
+        still start, its answer is waited for first (it never needs the client). Then a Sync in
+        COPY IN is dropped here, as the server would drop it (no ReadyForQuery answers it); any
+        other message breaks the protocol: PostgreSQL fails the COPY and, the message read
+        half-way, ends the connection (FATAL 08P01 "protocol synchronization was lost"), and
+        so does the session.
+        """
         if self.replies.copy_may_start():
             yield WaitCopy()
-        if self.replies.copy_in:
-            raise ProtocolError(f"unexpected {type(msg).__name__} message during COPY from stdin")
+        if not self.replies.copy_in:
+            return False
+        if isinstance(msg, Sync):
+            return True
+        raise ProtocolError(f"unexpected {type(msg).__name__} message during COPY from stdin")
 
     def _query(self, sql: str) -> Generator[Command, Any, None]:
         try:
@@ -346,7 +349,6 @@ class Session:
             return
         if any(s.redefines for s in analysis.statements):
             self._forget_names()
-        self.copy_open |= any(s.operation == "COPY FROM" for s in analysis.statements)
         runs = [
             Run(d, _obligations(d), copy_from=s.operation == "COPY FROM")
             for d, s in zip(decided, analysis.statements, strict=True)
@@ -425,7 +427,6 @@ class Session:
             return
         if stmts[0].redefines:
             self._forget_names()
-        self.copy_open |= stmts[0].operation == "COPY FROM"
         run = Run(decided[0], _obligations(decided[0]), copy_from=stmts[0].operation == "COPY FROM")
         if run.obligations.mask and portal.columns is None:
             # Masking needs the column names: ask for them, and keep the answer to ourselves.
