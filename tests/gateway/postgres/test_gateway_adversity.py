@@ -204,16 +204,16 @@ def msg(kind: bytes, body: bytes = b"") -> bytes:
     return kind + I32.pack(len(body) + 4) + body
 
 
-def until(sock: socket.socket, reader: BackendReader, kind: bytes) -> list[tuple[bytes, bytes]]:
-    """The gateway's messages up to and including the next one of ``kind``."""
+def until(
+    sock: socket.socket, reader: BackendReader, kind: bytes, times: int = 1
+) -> list[tuple[bytes, bytes]]:
+    """The gateway's messages up to the ``times``-th of ``kind``, when nothing more is due."""
     got: list[tuple[bytes, bytes]] = []
-    while not got or got[-1][0] != kind:
+    while sum(k == kind for k, _ in got) < times:
         data = sock.recv(65536)
         assert data, f"the gateway closed the connection after {got}"
-        for frame in reader.frames(data):
-            got.append(frame)
-            if frame[0] == kind:
-                return got
+        got += reader.frames(data)
+    assert got[-1][0] == kind, f"more than was due: {got}"
     return got
 
 
@@ -253,6 +253,26 @@ def test_a_sync_during_copy_in_is_ignored_as_postgresql_ignores_it(
     sock.sendall(msg(b"Q", b"SELECT 1\x00"))
     assert [k for k, _ in until(sock, reader, b"Z")] == [b"T", b"D", b"C", b"Z"]
     sock.close()
+
+
+def test_a_masked_portal_keeps_its_description_when_sql_forgets_names(gateway: Running) -> None:
+    """Execute of a portal under mask asks for its description; a SQL PREPARE handled before
+    the answer makes the gateway forget every name, but the answer is still the portal's."""
+    with pg_direct() as db:
+        db.execute("DROP TABLE IF EXISTS masked; CREATE TABLE masked (id int, email text)")
+        db.execute("INSERT INTO masked VALUES (1, 'a@example.com')")
+    sock, reader = login(gateway, "alice")
+    bind = msg(b"P", b"\x00SELECT id, email FROM masked\x00\x00\x00") + msg(b"B", bytes(8))
+    sock.sendall(bind + msg(b"H"))
+    assert [k for k, _ in until(sock, reader, b"2")] == [b"1", b"2"]
+    prepare = msg(b"Q", b"PREPARE s1 AS SELECT 1\x00")
+    sock.sendall(msg(b"E", bytes(5)) + prepare + msg(b"S"))
+    got = until(sock, reader, b"Z", times=2)
+    assert got[0] == (b"D", b"\x00\x02" + I32.pack(1) + b"1" + I32.pack(-1))  # email NULL
+    assert [k for k, _ in got[1:]] == [b"C", b"C", b"Z", b"Z"]
+    sock.close()
+    with pg_direct() as db:
+        db.execute("DROP TABLE masked")
 
 
 def test_messages_after_an_extended_error_do_not_desynchronize_replies(gateway: Running) -> None:

@@ -1200,13 +1200,6 @@ class Driver:
             out = b"".join(self.session.on_upstream(k, b) for k, b in self.backend.frames(data))
         except ProtocolError as exc:
             self.why = str(exc)
-            lost = "rows to mask arrived before their description" in self.why
-            if lost and self.tolerate_known_bugs:
-                # KNOWN BUG (test_a_masked_portal_keeps_its_description): the answer to the
-                # Describe sent for masking is filed under the portal's name, which a SQL
-                # PREPARE/DECLARE/… handled in between has forgotten; the rows then end the
-                # session.
-                self.known_bug("a masked portal lost its description")
             # A faithful upstream and a client that keeps to the protocol never end a session.
             if not (self.faulted or self.client.violated):
                 raise AssertionError(f"the session failed: {exc}") from None
@@ -1770,17 +1763,9 @@ def test_a_sync_sent_during_copy_in_is_not_awaited(world: World) -> None:
     assert scripted(world, "erin").run([*script, SYNC, WAIT, query_frame("SELECT 1")]) == "done"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: under a mask obligation, Execute of a portal whose columns are unknown sends "
-    "its own Describe; Replies._simple_reply files the answer under the portal's name in "
-    "Session.portals, which a SQL PREPARE/DECLARE/DEALLOCATE/CLOSE/DISCARD handled before "
-    "the answer arrived has cleared, so the columns are lost and the first DataRow ends the "
-    "session with 08P01 ('rows to mask arrived before their description'). Through the real "
-    "gateway (raw protocol, alice): Parse ''/Bind ''/Flush, then Execute '', Query 'PREPARE s1 "
-    "AS SELECT 1', Sync ended 5 sessions of 5 with FATAL 08P01.",
-)
 def test_a_masked_portal_keeps_its_description(world: World) -> None:
+    """The Describe sent for masking answers for the portal being executed, even when a SQL
+    PREPARE handled before its answer made the session forget every name."""
     script = [parse_frame("", "SELECT email FROM people"), bind_frame("", ""), WAIT]
     script += [execute_frame(""), query_frame("PREPARE s1 AS SELECT 1"), SYNC]
     assert scripted(world, "alice").run(script) == "done"

@@ -278,7 +278,9 @@ class Replies:
             columns = column_names(body) if kind == b"T" else ()
             assert head.target is not None
             which, name = head.target
-            if which == b"S" and name in s.prepared:
+            if head.portal is not None:  # the portal an Execute runs (masking asked)
+                head.portal.columns = columns
+            elif which == b"S" and name in s.prepared:
                 s.prepared[name].columns = columns
             elif which == b"P" and name in s.portals:
                 s.portals[name].columns = columns

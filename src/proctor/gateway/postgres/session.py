@@ -430,7 +430,9 @@ class Session:
         run = Run(decided[0], _obligations(decided[0]), copy_from=stmts[0].operation == "COPY FROM")
         if run.obligations.mask and portal.columns is None:
             # Masking needs the column names: ask for them, and keep the answer to ourselves.
-            self._expect(Expect("describe", target=(b"P", msg.portal), swallow=True))
+            # The answer describes this portal whatever its name means by then (a SQL
+            # PREPARE/DECLARE… handled meanwhile forgets every name), so it goes to the portal.
+            self._expect(Expect("describe", target=(b"P", msg.portal), swallow=True, portal=portal))
             yield SendUpstream(_describe(b"P", msg.portal))
         self._expect(Expect("E", runs=[run], portal=portal))
         yield SendUpstream(_execute_message(msg))
