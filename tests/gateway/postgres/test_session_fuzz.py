@@ -944,14 +944,6 @@ class ClientView:
         else:
             assert kind in (b"D", b"H", b"d", b"c"), f"{kind!r} reached the client"
 
-    def wants_t(self) -> bool:
-        """Whether a ParameterDescription answers the oldest request now."""
-        return bool(self.items) and self.items[0].kind == "DS" and not self.items[0].described
-
-    def after_failure(self) -> bool:
-        """Whether the oldest request is a Query or FunctionCall that already failed."""
-        return bool(self.items) and self.items[0].failed
-
     def _error(self, head: Item) -> None:
         self.copy_in = False
         if head.kind in _CYCLES:
@@ -1188,14 +1180,6 @@ class Driver:
         if self.faults:
             data = self._fault(data)
         self.trace.append(f"  upstream replies {data[:60]!r}")
-        tolerate = self.faulted and self.tolerate_known_bugs
-        queue = self.session.replies.queue
-        head = queue[0] if queue else None
-        sentinel = head is not None and head.kind == "Q" and head.error is not None
-        if sentinel and not head.answered and data[:1] not in b"ENSA" and tolerate:
-            # KNOWN BUG (test_malformed_upstream_replies_end_the_session): the sentinel of a
-            # refused simple query takes any reply, not only its ErrorResponse.
-            self.known_bug("a refused query's sentinel took another reply")
         try:
             out = b"".join(self.session.on_upstream(k, b) for k, b in self.backend.frames(data))
         except ProtocolError as exc:
@@ -1204,29 +1188,10 @@ class Driver:
             if not (self.faulted or self.client.violated):
                 raise AssertionError(f"the session failed: {exc}") from None
             raise Stop("upstream protocol error") from None
-        except (struct.error, ValueError) as exc:
-            if not (self.faulted and self.tolerate_known_bugs):
-                raise AssertionError(f"on_upstream raised {exc!r}, not ProtocolError") from exc
-            # KNOWN BUG (test_malformed_upstream_replies_end_the_session): RowDescription,
-            # DataRow (under mask) and ErrorResponse bodies are read without bounds checks.
-            self.known_bug(f"a malformed reply raised {type(exc).__name__}")
         except Exception as exc:
             raise AssertionError(f"on_upstream raised {exc!r}, not ProtocolError") from exc
-        frames = self.client_side.frames(out)
-        if tolerate and any(malformed(kind, body) for kind, body in frames):
-            # KNOWN BUG (test_malformed_upstream_replies_end_the_session): a ReadyForQuery or
-            # ErrorResponse the session reads is passed on even when it is malformed.
-            self.known_bug("a malformed reply was passed on")
-        for kind, body in frames:
-            if tolerate and kind not in b"ENSAZ" and self.client.after_failure():
-                # KNOWN BUG (test_malformed_upstream_replies_end_the_session): after a simple
-                # query's ErrorResponse only ReadyForQuery may come; other results pass on.
-                self.known_bug("a result after a query's error was passed on")
-            if tolerate and kind == b"t" and not self.client.wants_t():
-                # KNOWN BUG (test_malformed_upstream_replies_end_the_session): a
-                # ParameterDescription is passed on however often it comes, and in answer to
-                # a portal's Describe.
-                self.known_bug("a ParameterDescription nobody asked for was passed on")
+        for kind, body in self.client_side.frames(out):
+            assert not malformed(kind, body), f"a malformed {kind!r} reached the client: {body!r}"
             self.client.receive(kind, body)
         assert self.client.ledger_errors <= self.ledger_down, "58000 with the ledger up"
         for ev in self.session.outbox:
@@ -1693,9 +1658,9 @@ def test_a_definition_forgotten_by_sql_is_not_believed_later(world: World, name:
     scripted(world, user).run(script)
 
 
-def _session_expecting(world: World, script: list[bytes]) -> Session:
-    """A session of alice's that sent ``script`` and has had no reply yet."""
-    driver = scripted(world, "alice")
+def _session_expecting(world: World, script: list[bytes], user: str = "alice") -> Session:
+    """A session of ``user``'s that sent ``script`` and has had no reply yet."""
+    driver = scripted(world, user)
     driver.frames.extend(script)
     while driver.cmd is not None or driver._start_next():
         if driver.cmd is not None:
@@ -1733,24 +1698,51 @@ MALFORMED: Final = {
         [*extended("SELECT 1"), SYNC],
         [(b"1", b""), (b"2", b""), (b"t", b"\x00\x00")],
     ),
+    "RowDescription for a statement without its ParameterDescription": (
+        [parse_frame("s1", "SELECT 1"), describe_frame(b"S", "s1"), SYNC],
+        [(b"1", b""), ROW],
+    ),
+    "DataRow cut short (no column masked)": (
+        [query_frame("SELECT 1")],
+        [(b"T", row_description(("n",))), (b"D", b"\x00\x01")],
+    ),
+    "DataRow before its RowDescription": ([query_frame("SELECT 1")], [(b"D", data_row((b"1",)))]),
+    "CommandComplete without its terminator": (
+        [query_frame("BEGIN")],
+        [(b"C", b"BEGIN")],
+    ),
+    "ParameterStatus without its value": ([query_frame("SELECT 1")], [(b"S", cstr("x"))]),
+    "a second ErrorResponse for one query": (
+        [query_frame("SELECT 1")],
+        [(b"E", error_fields("22012", "division by zero"))] * 2,
+    ),
+    "ReadyForQuery before the second statement's result": (
+        [query_frame("BEGIN; COMMIT")],
+        [(b"C", cstr("BEGIN")), (b"Z", b"T")],
+    ),
+    "CopyInResponse for a SELECT": ([query_frame("SELECT 1")], [(b"G", b"\x00\x00\x00")]),
+    "CopyOutResponse for a SELECT": ([query_frame("SELECT 1")], [(b"H", b"\x00\x00\x00")]),
+    "PortalSuspended before any row": (
+        [*run_unnamed("SELECT 1"), SYNC],
+        [(b"1", b""), (b"2", b""), (b"T", row_description(("n",))), (b"s", b"")],  # T: masking
+    ),
+    "an ErrorResponse nobody asked for": ([], [(b"E", error_fields("XX000", "stray"))]),
+    "a reply after a FATAL error": (
+        [query_frame("SELECT 1")],
+        [(b"E", error_fields("57P01", "terminating", "FATAL")), (b"Z", b"I")],
+    ),
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: replies the session reads are not validated: ReadyForQuery and ErrorResponse "
-    "bodies are passed on malformed (or raise ValueError in replies._sqlstate), RowDescription "
-    "and DataRow under a mask obligation raise struct.error/ValueError in obligations.py, and a "
-    "ParameterDescription is passed on however often it comes and for a portal's Describe, "
-    "results after a simple query's ErrorResponse (where PostgreSQL sends only "
-    "ReadyForQuery) are passed on, and so is a reply other than its ErrorResponse to the "
-    "sentinel of a refused simple query; each should be a ProtocolError that ends the session with "
-    "08P01.",
-)
+MALFORMED_USER: Final = {"DataRow before its RowDescription": "erin"}  # alice's would be masked
+
+
 @pytest.mark.parametrize("name", MALFORMED)
 def test_malformed_upstream_replies_end_the_session(world: World, name: str) -> None:
+    """A reply that breaks its format, or comes where PostgreSQL sends none, is a ProtocolError
+    (the session ends with 08P01), never passed on or raised as another exception."""
     script, replies = MALFORMED[name]
-    session = _session_expecting(world, script)
+    session = _session_expecting(world, script, MALFORMED_USER.get(name, "alice"))
     with pytest.raises(ProtocolError):
         for kind, body in replies:
             session.on_upstream(kind, body)

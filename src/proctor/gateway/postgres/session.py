@@ -350,7 +350,12 @@ class Session:
         if any(s.redefines for s in analysis.statements):
             self._forget_names()
         runs = [
-            Run(d, _obligations(d), copy_from=s.operation == "COPY FROM")
+            Run(
+                d,
+                _obligations(d),
+                copy_from=s.operation == "COPY FROM",
+                copy_to=s.operation == "COPY TO",
+            )
             for d, s in zip(decided, analysis.statements, strict=True)
         ]
         self._expect(Expect("Q", runs=runs))
@@ -427,7 +432,13 @@ class Session:
             return
         if stmts[0].redefines:
             self._forget_names()
-        run = Run(decided[0], _obligations(decided[0]), copy_from=stmts[0].operation == "COPY FROM")
+        operation = stmts[0].operation
+        run = Run(
+            decided[0],
+            _obligations(decided[0]),
+            copy_from=operation == "COPY FROM",
+            copy_to=operation == "COPY TO",
+        )
         if run.obligations.mask and portal.columns is None:
             # Masking needs the column names: ask for them, and keep the answer to ourselves.
             # The answer describes this portal whatever its name means by then (a SQL
