@@ -1605,6 +1605,21 @@ def test_a_message_decided_while_an_error_arrives_is_not_forwarded(world: World)
     assert driver.run([*extended("SELECT * FROM missing WHERE id = $1"), SYNC]) == "done"
 
 
+@pytest.mark.parametrize("sql", ["SELECT 1", "DROP TABLE t", "SELEC 1"])  # allowed, refused
+def test_a_query_decided_while_an_error_arrives_is_not_forwarded(world: World, sql: str) -> None:
+    """PostgreSQL skips a Query too until Sync after an extended-protocol error."""
+    driver = scripted(world, "erin", mid_step=_while_recording)
+    assert driver.run([bind_frame("", "s2"), query_frame(sql), SYNC]) == "done"
+
+
+def test_a_message_waiting_for_a_copy_that_fails_is_not_forwarded(world: World) -> None:
+    """A message that waited for a COPY's answer is dropped if that answer was an error that
+    started PostgreSQL's skip to Sync."""
+    copy = [parse_frame("", "COPY missing FROM STDIN"), bind_frame("", ""), execute_frame("")]
+    script = [*copy, parse_frame("s1", "SELECT 1"), SYNC]  # the Parse fails, the rest skipped
+    assert scripted(world, "erin").run(script) == "done"
+
+
 STALE: Final = {
     # libpq pipeline mode (psycopg conn.pipeline()); through the real gateway the ledger
     # records 'SELECT $1' (allow) and PostgreSQL runs the DELETE.

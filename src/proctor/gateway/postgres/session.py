@@ -264,14 +264,14 @@ class Session:
 
     def on_client(self, msg: FrontendMessage) -> Generator[Command, Any, None]:
         """Handle one client message: decide, record, then forward or refuse."""
-        if self.replies.skipping and not isinstance(msg, Sync | Terminate):
-            # After an error PostgreSQL discards everything up to Sync: nothing is decided,
-            # forwarded or answered (forwarding it would leave a reply expected forever).
-            return
         if not isinstance(msg, Terminate) and not (isinstance(msg, Raw) and msg.type in _FORWARDED):
             ignored = yield from self._outside_copy(msg)
             if ignored:
                 return
+        if self.replies.skipping and not isinstance(msg, Sync | Terminate):
+            # After an error PostgreSQL discards everything up to Sync: nothing is decided,
+            # forwarded or answered (forwarding it would leave a reply expected forever).
+            return
         if isinstance(msg, Query):
             yield from self._query(msg.sql)
         elif isinstance(msg, Parse):
@@ -346,6 +346,10 @@ class Session:
         refusal = yield from self._record_and_check(decided, analysis.statements)
         if refusal is not None:
             yield from self._refuse_simple(*refusal)
+            return
+        if self.replies.skipping:  # an earlier message failed while this one was recorded
+            for d in decided:
+                self.outcome(Run(d, NO_OBLIGATIONS), "cancelled", rows=None, state=None)
             return
         if any(s.redefines for s in analysis.statements):
             self._forget_names()
@@ -488,6 +492,8 @@ class Session:
     def _refuse_simple(
         self, state: str, message: str, detail: str = ""
     ) -> Generator[Command, Any, None]:
+        if self.replies.skipping:  # see _refuse_extended: the server would drop a Query too
+            return
         self._expect(Expect("Q", error=error_response(state, message, detail)))
         self.batch += 1
         yield SendUpstream(Raw(b"Q", _cstr(SENTINEL_SQL)).encode())
