@@ -830,6 +830,9 @@ class Item:
     described: bool = False
     failed: bool = False
     """A Query or FunctionCall got its ErrorResponse: only ReadyForQuery may follow."""
+    copy_scan: int | None = None
+    """Where its next COPY IN starts reading what the client sent: after the last one ended
+    (a query string may hold several COPY statements)."""
 
 
 _ITEM: Final = {b"Q": "Q", b"F": "F", b"P": "P", b"B": "B", b"E": "E", b"C": "C", b"S": "S"}
@@ -889,6 +892,7 @@ class ClientView:
                 self.discarded += kind == b"S"
             elif kind in (b"c", b"f"):
                 self.copy_in = False
+                self.items[0].copy_scan = len(self.sent) + 1  # the COPY's request is oldest
             elif kind not in (b"d", b"X"):
                 self.copy_in = False  # the server gives up on the connection
                 self.violated = True
@@ -955,8 +959,10 @@ class ClientView:
             self.skipping = True
 
     def _copy_started(self, head: Item) -> None:
-        at = next(i for i, (_, item) in enumerate(self.sent) if item is head)
-        for kind, item in self.sent[at + 1 :]:
+        at = head.copy_scan
+        if at is None:
+            at = next(i for i, (_, item) in enumerate(self.sent) if item is head) + 1
+        for offset, (kind, item) in enumerate(self.sent[at:]):
             if kind in (b"d", b"X"):
                 continue
             if kind in (b"S", b"H"):
@@ -969,6 +975,7 @@ class ClientView:
                 if item is not None:
                     self.items.remove(item)
                     self.discarded += item.kind in _CYCLES
+            head.copy_scan = at + offset + 1  # ended by a CopyDone/CopyFail sent ahead
             return
         self.copy_in = True
 
@@ -1077,11 +1084,10 @@ class Driver:
         elif not self._start_next():
             if self.wire:
                 self._deliver()
+            elif self.pg.copy is not None and not self.pg.closed:
+                self.frames.append(frame(b"c"))  # end each COPY left open, as a client would
             elif not self.epilogue:
-                # Leave the conversation the way a client would: end a COPY, then Sync.
-                self.epilogue = True
-                if self.pg.copy is not None:
-                    self.frames.append(frame(b"c"))
+                self.epilogue = True  # then leave with a Sync
                 self.frames.append(SYNC)
             else:
                 raise Stop("done")
@@ -1610,6 +1616,21 @@ def test_a_query_decided_while_an_error_arrives_is_not_forwarded(world: World, s
     """PostgreSQL skips a Query too until Sync after an extended-protocol error."""
     driver = scripted(world, "erin", mid_step=_while_recording)
     assert driver.run([bind_frame("", "s2"), query_frame(sql), SYNC]) == "done"
+
+
+def test_a_query_string_with_several_copies(world: World) -> None:
+    """After the first COPY of a string ends, a Sync waits for the second's CopyInResponse and
+    is then ignored like any Sync during COPY IN."""
+    copies = query_frame("COPY t FROM STDIN; COPY t FROM STDIN; SELECT 1")
+    script = [copies, WAIT, frame(b"c"), SYNC, frame(b"d", b"1\tx\n"), frame(b"c"), SYNC]
+    assert scripted(world, "erin").run(script) == "done"
+
+
+def test_a_message_sent_before_a_later_copy_starts_does_not_wait_forever(world: World) -> None:
+    """A Query waiting to know whether a COPY starts stops waiting when the first one does
+    (the second one of the string cannot start before the client ends the first)."""
+    script = [query_frame("SELECT 1; COPY t FROM STDIN; COPY t FROM STDIN"), query_frame("")]
+    assert scripted(world, "erin").run(script) == "client protocol error"
 
 
 def test_a_message_waiting_for_a_copy_that_fails_is_not_forwarded(world: World) -> None:

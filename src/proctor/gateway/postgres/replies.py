@@ -155,13 +155,14 @@ class Replies:
             self._maybe_copy = True
 
     def copy_may_start(self) -> bool:
-        """Whether a COPY FROM forwarded may still start copying in. Its answer never needs the
-        client: PostgreSQL flushes CopyInResponse and errors at once."""
-        if self._maybe_copy:
+        """Whether a COPY FROM forwarded may still start copying in, none doing so now (a later
+        COPY of the same string cannot start before the client ends this one). Its answer
+        never needs the client: PostgreSQL flushes CopyInResponse and errors at once."""
+        if self._maybe_copy and not self.copy_in:
             self._maybe_copy = any(r.copy_from for e in self.queue for r in e.runs[e.index :])
             if not self._maybe_copy:
                 self._ends_ahead = 0  # they ended nothing: PostgreSQL dropped them
-        return self._maybe_copy
+        return self._maybe_copy and not self.copy_in
 
     def copy_ended(self) -> None:
         """The client's CopyDone or CopyFail was forwarded."""
