@@ -199,6 +199,82 @@ def test_sql_is_read_the_way_the_server_reads_it(gateway: Running) -> None:
                 conn.execute(sql.encode())
 
 
+def msg(kind: bytes, body: bytes = b"") -> bytes:
+    """One typed message on the wire."""
+    return kind + I32.pack(len(body) + 4) + body
+
+
+def until(
+    sock: socket.socket, reader: BackendReader, kind: bytes, times: int = 1
+) -> list[tuple[bytes, bytes]]:
+    """The gateway's messages up to the ``times``-th of ``kind``, when nothing more is due."""
+    got: list[tuple[bytes, bytes]] = []
+    while sum(k == kind for k, _ in got) < times:
+        data = sock.recv(65536)
+        assert data, f"the gateway closed the connection after {got}"
+        got += reader.frames(data)
+    assert got[-1][0] == kind, f"more than was due: {got}"
+    return got
+
+
+@pytest.fixture
+def copied() -> Iterator[None]:
+    """A table to COPY into, set up directly."""
+    with pg_direct() as db:
+        db.execute("DROP TABLE IF EXISTS copied; CREATE TABLE copied (id int, v text)")
+    yield
+    with pg_direct() as db:
+        db.execute("DROP TABLE copied")
+
+
+def test_a_message_that_breaks_copy_in_ends_the_session(gateway: Running, copied: None) -> None:
+    """In COPY IN PostgreSQL takes only COPY data, Flush and Sync; a Bind there (which has to
+    wait for the server's answers) ends the session as PostgreSQL would, instead of hanging."""
+    sock, _ = login(gateway, "erin")
+    parse = msg(b"P", b"s1\x00SELECT 1\x00\x00\x00")  # s1's answer comes with the COPY's
+    copy = msg(b"Q", b"COPY copied FROM STDIN\x00")
+    sock.sendall(parse + copy + msg(b"B", b"\x00s1\x00" + bytes(6)))
+    answer = read_all(sock)
+    assert b"C08P01\x00" in answer and b"unexpected Bind message during COPY" in answer
+    sock.close()
+    ends = gateway.events("session.end")
+    assert ends[-1]["outcome"] == {"status": "error", "rows": 0, "sqlstate": "08P01"}
+
+
+def test_a_sync_during_copy_in_is_ignored_as_postgresql_ignores_it(
+    gateway: Running, copied: None
+) -> None:
+    sock, reader = login(gateway, "erin")
+    run = msg(b"P", b"\x00COPY copied FROM STDIN\x00\x00\x00") + msg(b"B", bytes(8))
+    sock.sendall(run + msg(b"E", bytes(5)) + msg(b"S"))  # as libpq sends it
+    assert [k for k, _ in until(sock, reader, b"G")] == [b"1", b"2", b"G"]
+    sock.sendall(msg(b"S") + msg(b"d", b"1\tx\n") + msg(b"H") + msg(b"S") + msg(b"c") + msg(b"S"))
+    assert until(sock, reader, b"Z") == [(b"C", b"COPY 1\x00"), (b"Z", b"I")]
+    sock.sendall(msg(b"Q", b"SELECT 1\x00"))
+    assert [k for k, _ in until(sock, reader, b"Z")] == [b"T", b"D", b"C", b"Z"]
+    sock.close()
+
+
+def test_a_masked_portal_keeps_its_description_when_sql_forgets_names(gateway: Running) -> None:
+    """Execute of a portal under mask asks for its description; a SQL PREPARE handled before
+    the answer makes the gateway forget every name, but the answer is still the portal's."""
+    with pg_direct() as db:
+        db.execute("DROP TABLE IF EXISTS masked; CREATE TABLE masked (id int, email text)")
+        db.execute("INSERT INTO masked VALUES (1, 'a@example.com')")
+    sock, reader = login(gateway, "alice")
+    bind = msg(b"P", b"\x00SELECT id, email FROM masked\x00\x00\x00") + msg(b"B", bytes(8))
+    sock.sendall(bind + msg(b"H"))
+    assert [k for k, _ in until(sock, reader, b"2")] == [b"1", b"2"]
+    prepare = msg(b"Q", b"PREPARE s1 AS SELECT 1\x00")
+    sock.sendall(msg(b"E", bytes(5)) + prepare + msg(b"S"))
+    got = until(sock, reader, b"Z", times=2)
+    assert got[0] == (b"D", b"\x00\x02" + I32.pack(1) + b"1" + I32.pack(-1))  # email NULL
+    assert [k for k, _ in got[1:]] == [b"C", b"C", b"Z", b"Z"]
+    sock.close()
+    with pg_direct() as db:
+        db.execute("DROP TABLE masked")
+
+
 def test_messages_after_an_extended_error_do_not_desynchronize_replies(gateway: Running) -> None:
     """An error makes PostgreSQL skip to Sync; what the client sends meanwhile is dropped,
     so later results are still matched to their own statements (and still masked)."""

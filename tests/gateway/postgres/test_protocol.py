@@ -30,9 +30,11 @@ from proctor.gateway.postgres.protocol import (
     StartupMessage,
     Sync,
     Terminate,
+    check_backend,
     error_response,
     notice_response,
     ready_for_query,
+    response_fields,
 )
 
 
@@ -147,3 +149,42 @@ def test_queries_round_trip(sqls: list[str]) -> None:
     reader.feed(STARTUP)
     wire = b"".join(_msg(b"Q", s.encode() + b"\x00") for s in sqls)
     assert reader.feed(wire) == [Query(s) for s in sqls]
+
+
+# Server messages as PostgreSQL 15 sent them (SELECT 1; COPY t FROM STDIN; an error).
+SERVER: dict[bytes, bytes] = {
+    b"T": b"\x00\x01?column?\x00" + bytes(6) + b"\x00\x00\x00\x17\x00\x04\xff\xff\xff\xff\x00\x00",
+    b"D": b"\x00\x02\x00\x00\x00\x011\xff\xff\xff\xff",
+    b"C": b"SELECT 1\x00",
+    b"Z": b"I",
+    b"E": b"SERROR\x00VERROR\x00C22P02\x00Minvalid input syntax\x00\x00",
+    b"N": b"SNOTICE\x00VNOTICE\x00C00000\x00Mhello\x00\x00",
+    b"S": b"TimeZone\x00UTC\x00",
+    b"A": b"\x00\x00\x00\x07chan\x00payload\x00",
+    b"t": b"\x00\x01\x00\x00\x00\x17",
+    b"G": b"\x00\x00\x02\x00\x00\x00\x00",
+    b"1": b"",
+}
+
+
+def test_server_messages_are_checked_against_their_format() -> None:
+    for kind, body in SERVER.items():
+        check_backend(kind, body)
+        with pytest.raises(ProtocolError, match="malformed"):
+            check_backend(kind, body + b"\x00")  # a byte past the end of every format
+        if body:
+            with pytest.raises(ProtocolError, match="malformed"):
+                check_backend(kind, body[:-1])  # and one short
+    assert response_fields(SERVER[b"E"])["C"] == "22P02"
+    check_backend(b"d", b"any COPY data")  # not a format: passed as it is
+    for kind, body in [(b"Z", b"X"), (b"D", b"\x00\x01\xff\xff\xff\xfe"), (b"G", b"\x02\x00\x00")]:
+        with pytest.raises(ProtocolError, match="malformed"):
+            check_backend(kind, body)  # a status, a length, a format that is not one
+
+
+@given(st.sampled_from(sorted(SERVER)), st.binary(max_size=40))
+def test_server_message_checks_raise_only_protocol_errors(kind: bytes, body: bytes) -> None:
+    with contextlib.suppress(ProtocolError):
+        check_backend(kind, body)
+    with contextlib.suppress(ProtocolError):
+        response_fields(body)

@@ -39,15 +39,19 @@ Properties (each example is one session, of one of the example users):
    truncated, badly framed) end the session with ``ProtocolError`` before anything that does
    not fit the conversation reaches the client.
 
-The bugs the fuzzer found are pinned by ``xfail(strict=True)`` tests at the end of this module,
-each with a fixed reproducer; where one of them shows during fuzzing, the driver ends that
-example quietly (the places are marked KNOWN BUG) so the search goes on for new ones. When a
-fix makes its xfail test pass, remove the matching guard.
+Each bug the fuzzer found has a regression test with a fixed reproducer at the end of this
+module (docs/gateway.md lists them). A bug that cannot be fixed at once is pinned there by an
+``xfail(strict=True)`` test; where it shows during fuzzing, the driver ends that example
+quietly (``Driver.known_bug``, the place marked KNOWN BUG) so the search goes on for new ones.
+When a fix makes its xfail test pass, remove the matching guard. None is pinned now.
+
+``PROCTOR_FUZZ_EXAMPLES`` sets the examples per property (200, with a fixed seed, by default).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import struct
 import uuid
 from collections import deque
@@ -74,6 +78,7 @@ from proctor.gateway.postgres.commands import (
     Record,
     SendClient,
     SendUpstream,
+    WaitCopy,
     WaitReplies,
 )
 from proctor.gateway.postgres.protocol import (
@@ -556,7 +561,7 @@ class FakePostgres:
         self._emit(b"Z", self.block.encode())
 
     def _copy_message(self, msg: FrontendMessage) -> None:
-        if isinstance(msg, Raw) and msg.type == b"d":
+        if isinstance(msg, Raw) and msg.type == b"d" and not msg.body.startswith(b"bad"):
             self.copied += 1
             return
         if isinstance(msg, Sync) or (isinstance(msg, Raw) and msg.type == b"H"):
@@ -567,14 +572,17 @@ class FakePostgres:
             if mode == "simple":
                 self._continue_query()
             return
-        if not (isinstance(msg, Raw) and msg.type == b"f"):
+        if not (isinstance(msg, Raw) and msg.type in b"df"):
             # Any other message fails the COPY half-read: PostgreSQL gives up on the connection.
             self._error(PgError("08P01", "unexpected message type during COPY from stdin"))
             lost = "terminating connection because protocol synchronization was lost"
             self._emit(b"E", error_fields("08P01", lost, "FATAL"))
             self.closed = True
             return
-        self._error(PgError("57014", "COPY from stdin failed"))
+        if msg.type == b"d":  # a row that does not parse: the COPY fails, later data is dropped
+            self._error(PgError("22P02", "invalid input syntax for type integer"))
+        else:
+            self._error(PgError("57014", "COPY from stdin failed"))
         if mode == "simple":
             self.rest = []
             self._end_query()
@@ -829,6 +837,9 @@ class Item:
     described: bool = False
     failed: bool = False
     """A Query or FunctionCall got its ErrorResponse: only ReadyForQuery may follow."""
+    copy_scan: int | None = None
+    """Where its next COPY IN starts reading what the client sent: after the last one ended
+    (a query string may hold several COPY statements)."""
 
 
 _ITEM: Final = {b"Q": "Q", b"F": "F", b"P": "P", b"B": "B", b"E": "E", b"C": "C", b"S": "S"}
@@ -888,6 +899,7 @@ class ClientView:
                 self.discarded += kind == b"S"
             elif kind in (b"c", b"f"):
                 self.copy_in = False
+                self.items[0].copy_scan = len(self.sent) + 1  # the COPY's request is oldest
             elif kind not in (b"d", b"X"):
                 self.copy_in = False  # the server gives up on the connection
                 self.violated = True
@@ -943,14 +955,6 @@ class ClientView:
         else:
             assert kind in (b"D", b"H", b"d", b"c"), f"{kind!r} reached the client"
 
-    def wants_t(self) -> bool:
-        """Whether a ParameterDescription answers the oldest request now."""
-        return bool(self.items) and self.items[0].kind == "DS" and not self.items[0].described
-
-    def after_failure(self) -> bool:
-        """Whether the oldest request is a Query or FunctionCall that already failed."""
-        return bool(self.items) and self.items[0].failed
-
     def _error(self, head: Item) -> None:
         self.copy_in = False
         if head.kind in _CYCLES:
@@ -962,8 +966,10 @@ class ClientView:
             self.skipping = True
 
     def _copy_started(self, head: Item) -> None:
-        at = next(i for i, (_, item) in enumerate(self.sent) if item is head)
-        for kind, item in self.sent[at + 1 :]:
+        at = head.copy_scan
+        if at is None:
+            at = next(i for i, (_, item) in enumerate(self.sent) if item is head) + 1
+        for offset, (kind, item) in enumerate(self.sent[at:]):
             if kind in (b"d", b"X"):
                 continue
             if kind in (b"S", b"H"):
@@ -976,6 +982,7 @@ class ClientView:
                 if item is not None:
                     self.items.remove(item)
                     self.discarded += item.kind in _CYCLES
+            head.copy_scan = at + offset + 1  # ended by a CopyDone/CopyFail sent ahead
             return
         self.copy_in = True
 
@@ -1073,7 +1080,7 @@ class Driver:
     def _step(self) -> None:
         if self.pg.closed and not self.wire:
             raise Stop("upstream closed")  # the proxy's upstream pump sees EOF: the session ends
-        if isinstance(self.cmd, WaitReplies) and self.session.replies.owed_before(self.cmd.batch):
+        if self._blocked():
             if not self.wire:
                 self._stalled()
             self._deliver()
@@ -1084,14 +1091,20 @@ class Driver:
         elif not self._start_next():
             if self.wire:
                 self._deliver()
+            elif self.pg.copy is not None and not self.pg.closed:
+                self.frames.append(frame(b"c"))  # end each COPY left open, as a client would
             elif not self.epilogue:
-                # Leave the conversation the way a client would: end a COPY, then Sync.
-                self.epilogue = True
-                if self.pg.copy is not None:
-                    self.frames.append(frame(b"c"))
+                self.epilogue = True  # then leave with a Sync
                 self.frames.append(SYNC)
             else:
                 raise Stop("done")
+
+    def _blocked(self) -> bool:
+        """Whether the session waits for replies (as proxy._do does for the Wait commands)."""
+        replies = self.session.replies
+        if isinstance(self.cmd, WaitReplies):
+            return replies.owed_before(self.cmd.batch)
+        return isinstance(self.cmd, WaitCopy) and replies.copy_may_start()
 
     def _interleave(self) -> bool:
         """Whether a reply is handled now; less often in the middle of a client step."""
@@ -1107,11 +1120,6 @@ class Driver:
     def _stalled(self) -> None:
         if self.faulted:
             raise Stop("stalled")  # a reply was lost: the proxy would wait on the socket
-        if self.client.violated and self.tolerate_known_bugs:
-            # KNOWN BUG (test_a_client_that_breaks_copy_in_does_not_hang_its_session): a
-            # message that has to wait for earlier replies, sent during COPY IN, waits for
-            # the COPY to end, which needs data the client pump no longer reads.
-            self.known_bug("deadlock behind a COPY IN the client broke")
         raise AssertionError("deadlock: the session waits for replies that cannot come")
 
     def _start_next(self) -> bool:
@@ -1153,20 +1161,16 @@ class Driver:
         elif isinstance(cmd, SendUpstream):
             if self.session.replies.skipping and cmd.data[:1] != b"S":
                 raise AssertionError("forwarded while PostgreSQL skips to Sync")
-            copy_in_seen = self.pg.copy is not None and b"G" not in {f[:1] for f in self.wire}
-            if cmd.data[:1] == b"S" and copy_in_seen and self.tolerate_known_bugs:
-                # KNOWN BUG (test_a_sync_sent_during_copy_in_is_not_awaited): a Sync sent once
-                # the session has handled CopyInResponse is marked during_copy too late to be
-                # dropped; PostgreSQL ignores it, the session waits for its ReadyForQuery, and
-                # every later reply is matched one off (08P01 at the next query).
-                self.known_bug("a Sync during COPY IN is awaited")
+            if cmd.data[:1] == b"S" and not self.faulted:
+                # PostgreSQL ignores a Sync during COPY IN: one forwarded then is never answered.
+                assert self.pg.copy is None, "a Sync was forwarded during COPY IN"
             self.send_auth.append(self.call_auth)
             self.pg.receive(cmd.data, len(self.send_auth) - 1)
             self.wire.extend(frame(kind, body) for kind, body in self.pg.take())
             self._check_executions()
             self._advance(None, None)
-        elif isinstance(cmd, WaitReplies):
-            self._advance(None, None)  # nothing owed before its batch any more
+        elif isinstance(cmd, WaitReplies | WaitCopy):
+            self._advance(None, None)  # what it waited for has come
         else:
             raise AssertionError(f"the session asked for {cmd!r} after login")
 
@@ -1189,52 +1193,18 @@ class Driver:
         if self.faults:
             data = self._fault(data)
         self.trace.append(f"  upstream replies {data[:60]!r}")
-        tolerate = self.faulted and self.tolerate_known_bugs
-        queue = self.session.replies.queue
-        head = queue[0] if queue else None
-        sentinel = head is not None and head.kind == "Q" and head.error is not None
-        if sentinel and not head.answered and data[:1] not in b"ENSA" and tolerate:
-            # KNOWN BUG (test_malformed_upstream_replies_end_the_session): the sentinel of a
-            # refused simple query takes any reply, not only its ErrorResponse.
-            self.known_bug("a refused query's sentinel took another reply")
         try:
             out = b"".join(self.session.on_upstream(k, b) for k, b in self.backend.frames(data))
         except ProtocolError as exc:
             self.why = str(exc)
-            lost = "rows to mask arrived before their description" in self.why
-            if lost and self.tolerate_known_bugs:
-                # KNOWN BUG (test_a_masked_portal_keeps_its_description): the answer to the
-                # Describe sent for masking is filed under the portal's name, which a SQL
-                # PREPARE/DECLARE/… handled in between has forgotten; the rows then end the
-                # session.
-                self.known_bug("a masked portal lost its description")
             # A faithful upstream and a client that keeps to the protocol never end a session.
             if not (self.faulted or self.client.violated):
                 raise AssertionError(f"the session failed: {exc}") from None
             raise Stop("upstream protocol error") from None
-        except (struct.error, ValueError) as exc:
-            if not (self.faulted and self.tolerate_known_bugs):
-                raise AssertionError(f"on_upstream raised {exc!r}, not ProtocolError") from exc
-            # KNOWN BUG (test_malformed_upstream_replies_end_the_session): RowDescription,
-            # DataRow (under mask) and ErrorResponse bodies are read without bounds checks.
-            self.known_bug(f"a malformed reply raised {type(exc).__name__}")
         except Exception as exc:
             raise AssertionError(f"on_upstream raised {exc!r}, not ProtocolError") from exc
-        frames = self.client_side.frames(out)
-        if tolerate and any(malformed(kind, body) for kind, body in frames):
-            # KNOWN BUG (test_malformed_upstream_replies_end_the_session): a ReadyForQuery or
-            # ErrorResponse the session reads is passed on even when it is malformed.
-            self.known_bug("a malformed reply was passed on")
-        for kind, body in frames:
-            if tolerate and kind not in b"ENSAZ" and self.client.after_failure():
-                # KNOWN BUG (test_malformed_upstream_replies_end_the_session): after a simple
-                # query's ErrorResponse only ReadyForQuery may come; other results pass on.
-                self.known_bug("a result after a query's error was passed on")
-            if tolerate and kind == b"t" and not self.client.wants_t():
-                # KNOWN BUG (test_malformed_upstream_replies_end_the_session): a
-                # ParameterDescription is passed on however often it comes, and in answer to
-                # a portal's Describe.
-                self.known_bug("a ParameterDescription nobody asked for was passed on")
+        for kind, body in self.client_side.frames(out):
+            assert not malformed(kind, body), f"a malformed {kind!r} reached the client: {body!r}"
             self.client.receive(kind, body)
         assert self.client.ledger_errors <= self.ledger_down, "58000 with the ledger up"
         for ev in self.session.outbox:
@@ -1463,6 +1433,7 @@ client_messages = weighted(
     (4, _one(st.just(SYNC))),
     (1, _one(st.just(frame(b"H")))),  # Flush
     (2, _one(st.sampled_from((frame(b"d", b"4\td\n"), frame(b"c"), frame(b"f", cstr("no")))))),
+    (1, _one(st.just(frame(b"d", b"bad\tx\n")))),  # COPY data the server fails on
     (1, _one(st.just(frame(b"F", _I32.pack(1234) + _I16.pack(0) * 3)))),  # FunctionCall
 )
 rare_messages = st.one_of(_one(st.just(frame(b"X"))), _one(garbage))  # Terminate, garbage
@@ -1482,10 +1453,14 @@ def _flatten(groups: list[list[bytes]], rare: int, at: int, group: list[bytes]) 
 
 users = st.sampled_from(tuple(USERS))
 
+FUZZ_EXAMPLES: Final = int(os.environ.get("PROCTOR_FUZZ_EXAMPLES", "200"))
+"""Examples per property: 200 with a fixed seed in CI; set more for a longer search, which
+then draws at random (a failure prints the blob to reproduce it with @reproduce_failure)."""
 FUZZ = settings(
-    max_examples=200,
+    max_examples=FUZZ_EXAMPLES,
     deadline=None,
-    derandomize=True,
+    derandomize=FUZZ_EXAMPLES <= 200,
+    print_blob=True,
     database=None,
     phases=(Phase.explicit, Phase.generate, Phase.shrink),
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -1648,6 +1623,49 @@ def test_a_message_decided_while_an_error_arrives_is_not_forwarded(world: World)
     assert driver.run([*extended("SELECT * FROM missing WHERE id = $1"), SYNC]) == "done"
 
 
+@pytest.mark.parametrize("sql", ["SELECT 1", "DROP TABLE t", "SELEC 1"])  # allowed, refused
+def test_a_query_decided_while_an_error_arrives_is_not_forwarded(world: World, sql: str) -> None:
+    """PostgreSQL skips a Query too until Sync after an extended-protocol error."""
+    driver = scripted(world, "erin", mid_step=_while_recording)
+    assert driver.run([bind_frame("", "s2"), query_frame(sql), SYNC]) == "done"
+
+
+BAD_ROW: Final = frame(b"d", b"bad\tx\n")
+
+
+@pytest.mark.parametrize("wait", [True, False])
+def test_copy_data_the_server_fails_on(world: World, wait: bool) -> None:
+    """The error ends COPY IN: a Sync sent once it arrived is answered. One sent before it
+    arrived is dropped, as the server drops one sent before it failed (the client cannot tell
+    them apart, so the one ReadyForQuery fewer is the server's own race)."""
+    script = [*run_unnamed("COPY t FROM STDIN"), SYNC, WAIT, BAD_ROW]
+    script += [WAIT] * wait + [SYNC, frame(b"d", b"1\tx\n"), frame(b"c"), SYNC]
+    assert scripted(world, "erin").run(script) == "done"
+
+
+def test_a_query_string_with_several_copies(world: World) -> None:
+    """After the first COPY of a string ends, a Sync waits for the second's CopyInResponse and
+    is then ignored like any Sync during COPY IN."""
+    copies = query_frame("COPY t FROM STDIN; COPY t FROM STDIN; SELECT 1")
+    script = [copies, WAIT, frame(b"c"), SYNC, frame(b"d", b"1\tx\n"), frame(b"c"), SYNC]
+    assert scripted(world, "erin").run(script) == "done"
+
+
+def test_a_message_sent_before_a_later_copy_starts_does_not_wait_forever(world: World) -> None:
+    """A Query waiting to know whether a COPY starts stops waiting when the first one does
+    (the second one of the string cannot start before the client ends the first)."""
+    script = [query_frame("SELECT 1; COPY t FROM STDIN; COPY t FROM STDIN"), query_frame("")]
+    assert scripted(world, "erin").run(script) == "client protocol error"
+
+
+def test_a_message_waiting_for_a_copy_that_fails_is_not_forwarded(world: World) -> None:
+    """A message that waited for a COPY's answer is dropped if that answer was an error that
+    started PostgreSQL's skip to Sync."""
+    copy = [parse_frame("", "COPY missing FROM STDIN"), bind_frame("", ""), execute_frame("")]
+    script = [*copy, parse_frame("s1", "SELECT 1"), SYNC]  # the Parse fails, the rest skipped
+    assert scripted(world, "erin").run(script) == "done"
+
+
 STALE: Final = {
     # libpq pipeline mode (psycopg conn.pipeline()); through the real gateway the ledger
     # records 'SELECT $1' (allow) and PostgreSQL runs the DELETE.
@@ -1701,9 +1719,9 @@ def test_a_definition_forgotten_by_sql_is_not_believed_later(world: World, name:
     scripted(world, user).run(script)
 
 
-def _session_expecting(world: World, script: list[bytes]) -> Session:
-    """A session of alice's that sent ``script`` and has had no reply yet."""
-    driver = scripted(world, "alice")
+def _session_expecting(world: World, script: list[bytes], user: str = "alice") -> Session:
+    """A session of ``user``'s that sent ``script`` and has had no reply yet."""
+    driver = scripted(world, user)
     driver.frames.extend(script)
     while driver.cmd is not None or driver._start_next():
         if driver.cmd is not None:
@@ -1741,66 +1759,76 @@ MALFORMED: Final = {
         [*extended("SELECT 1"), SYNC],
         [(b"1", b""), (b"2", b""), (b"t", b"\x00\x00")],
     ),
+    "RowDescription for a statement without its ParameterDescription": (
+        [parse_frame("s1", "SELECT 1"), describe_frame(b"S", "s1"), SYNC],
+        [(b"1", b""), ROW],
+    ),
+    "DataRow cut short (no column masked)": (
+        [query_frame("SELECT 1")],
+        [(b"T", row_description(("n",))), (b"D", b"\x00\x01")],
+    ),
+    "DataRow before its RowDescription": ([query_frame("SELECT 1")], [(b"D", data_row((b"1",)))]),
+    "CommandComplete without its terminator": (
+        [query_frame("BEGIN")],
+        [(b"C", b"BEGIN")],
+    ),
+    "ParameterStatus without its value": ([query_frame("SELECT 1")], [(b"S", cstr("x"))]),
+    "a second ErrorResponse for one query": (
+        [query_frame("SELECT 1")],
+        [(b"E", error_fields("22012", "division by zero"))] * 2,
+    ),
+    "ReadyForQuery before the second statement's result": (
+        [query_frame("BEGIN; COMMIT")],
+        [(b"C", cstr("BEGIN")), (b"Z", b"T")],
+    ),
+    "CopyInResponse for a SELECT": ([query_frame("SELECT 1")], [(b"G", b"\x00\x00\x00")]),
+    "CopyOutResponse for a SELECT": ([query_frame("SELECT 1")], [(b"H", b"\x00\x00\x00")]),
+    "PortalSuspended before any row": (
+        [*run_unnamed("SELECT 1"), SYNC],
+        [(b"1", b""), (b"2", b""), (b"T", row_description(("n",))), (b"s", b"")],  # T: masking
+    ),
+    "an ErrorResponse nobody asked for": ([], [(b"E", error_fields("XX000", "stray"))]),
+    "a reply after a FATAL error": (
+        [query_frame("SELECT 1")],
+        [(b"E", error_fields("57P01", "terminating", "FATAL")), (b"Z", b"I")],
+    ),
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: replies the session reads are not validated: ReadyForQuery and ErrorResponse "
-    "bodies are passed on malformed (or raise ValueError in replies._sqlstate), RowDescription "
-    "and DataRow under a mask obligation raise struct.error/ValueError in obligations.py, and a "
-    "ParameterDescription is passed on however often it comes and for a portal's Describe, "
-    "results after a simple query's ErrorResponse (where PostgreSQL sends only "
-    "ReadyForQuery) are passed on, and so is a reply other than its ErrorResponse to the "
-    "sentinel of a refused simple query; each should be a ProtocolError that ends the session with "
-    "08P01.",
-)
+MALFORMED_USER: Final = {"DataRow before its RowDescription": "erin"}  # alice's would be masked
+
+
 @pytest.mark.parametrize("name", MALFORMED)
 def test_malformed_upstream_replies_end_the_session(world: World, name: str) -> None:
+    """A reply that breaks its format, or comes where PostgreSQL sends none, is a ProtocolError
+    (the session ends with 08P01), never passed on or raised as another exception."""
     script, replies = MALFORMED[name]
-    session = _session_expecting(world, script)
+    session = _session_expecting(world, script, MALFORMED_USER.get(name, "alice"))
     with pytest.raises(ProtocolError):
         for kind, body in replies:
             session.on_upstream(kind, body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Replies._copy_started drops the during_copy Syncs queued when CopyInResponse "
-    "arrives, but a Sync the client sends after that (still during COPY IN, which PostgreSQL "
-    "ignores) stays expected; the session then matches every reply one off and ends the next "
-    "query with 08P01 ('upstream sent T, expected Z'). Reproduced through the real gateway "
-    "with raw protocol: Parse/Bind/Execute of COPY t FROM STDIN, wait for G, Sync, CopyData, "
-    "CopyDone, Sync, then Query 'SELECT 1'.",
-)
 def test_a_sync_sent_during_copy_in_is_not_awaited(world: World) -> None:
+    """PostgreSQL ignores a Sync during COPY IN: one sent after CopyInResponse (as one sent
+    with the Execute, before it) is not awaited."""
     script = [*run_unnamed("COPY t FROM STDIN"), WAIT, SYNC, frame(b"d", b"1\tx\n"), frame(b"c")]
     assert scripted(world, "erin").run([*script, SYNC, WAIT, query_frame("SELECT 1")]) == "done"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: under a mask obligation, Execute of a portal whose columns are unknown sends "
-    "its own Describe; Replies._simple_reply files the answer under the portal's name in "
-    "Session.portals, which a SQL PREPARE/DECLARE/DEALLOCATE/CLOSE/DISCARD handled before "
-    "the answer arrived has cleared, so the columns are lost and the first DataRow ends the "
-    "session with 08P01 ('rows to mask arrived before their description'). Through the real "
-    "gateway (raw protocol, alice): Parse ''/Bind ''/Flush, then Execute '', Query 'PREPARE s1 "
-    "AS SELECT 1', Sync ended 5 sessions of 5 with FATAL 08P01.",
-)
 def test_a_masked_portal_keeps_its_description(world: World) -> None:
+    """The Describe sent for masking answers for the portal being executed, even when a SQL
+    PREPARE handled before its answer made the session forget every name."""
     script = [parse_frame("", "SELECT email FROM people"), bind_frame("", ""), WAIT]
     script += [execute_frame(""), query_frame("PREPARE s1 AS SELECT 1"), SYNC]
     assert scripted(world, "alice").run(script) == "done"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a Bind/Execute naming a definition of an earlier batch waits (WaitReplies) "
-    "for every earlier reply; sent during COPY FROM STDIN, it waits for the COPY to end, which "
-    "needs data from a client the pump no longer reads: the session hangs, holding its upstream "
-    "backend and transaction, until revoked (PostgreSQL itself would fail the COPY).",
-)
 def test_a_client_that_breaks_copy_in_does_not_hang_its_session(world: World) -> None:
+    """A message other than COPY data, Flush or Sync sent while a COPY FROM STDIN may start
+    waits for the COPY's answer (which needs no client data), then ends the session as
+    PostgreSQL ends the connection; nothing of it is forwarded."""
     script = [parse_frame("s1", "SELECT 1"), query_frame("COPY t FROM STDIN"), bind_frame("", "s1")]
-    assert scripted(world, "erin").run(script) != "known bug"
+    driver = scripted(world, "erin")
+    assert driver.run(script) == "client protocol error"
+    assert driver.pg.copy == "simple" and not driver.pg.closed  # the Bind never reached it

@@ -26,6 +26,7 @@ __all__ = [
     "SendUpstream",
     "SigningKey",
     "StartTLS",
+    "WaitCopy",
     "WaitReplies",
 ]
 
@@ -88,3 +89,8 @@ class WaitReplies(Command):
     """Wait until the upstream answered everything forwarded before batch ``batch``."""
 
     batch: int
+
+
+@dataclass(frozen=True)
+class WaitCopy(Command):
+    """Wait until the upstream's answers show whether a COPY FROM forwarded copies in."""

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from proctor.events.context import ActionClass
+from proctor.gateway.postgres.protocol import ProtocolError, check_backend
 
 __all__ = ["NO_OBLIGATIONS", "Obligations", "column_names", "mask_row", "parse_obligations"]
 
@@ -69,7 +70,9 @@ def parse_obligations(items: Iterable[str]) -> Obligations:
 
 
 def column_names(row_description: bytes) -> tuple[str, ...]:
-    """The column names in a RowDescription body (``T``), lower-cased as PostgreSQL folds them."""
+    """The column names in a RowDescription body (``T``), lower-cased as PostgreSQL folds them
+    (ProtocolError when it is malformed)."""
+    check_backend(b"T", row_description)
     (count,) = _I16.unpack_from(row_description)
     names, at = [], 2
     for _ in range(count):
@@ -80,12 +83,18 @@ def column_names(row_description: bytes) -> tuple[str, ...]:
 
 
 def mask_row(data_row: bytes, masked: frozenset[int]) -> bytes:
-    """A DataRow body (``D``) with the values at the ``masked`` positions set to NULL."""
-    (count,) = _I16.unpack_from(data_row)
-    out, at = [data_row[:2]], 2
-    for i in range(count):
-        (size,) = _I32.unpack_from(data_row, at)
-        end = at + 4 + max(size, 0)
-        out.append(_I32.pack(-1) if i in masked else data_row[at:end])
-        at = end
+    """A DataRow body (``D``) with the values at the ``masked`` positions set to NULL
+    (ProtocolError when it is malformed)."""
+    try:
+        (count,) = _I16.unpack_from(data_row)
+        out, at = [data_row[:2]], 2
+        for i in range(count):
+            (size,) = _I32.unpack_from(data_row, at)
+            end = at + 4 + max(size, 0)
+            out.append(_I32.pack(-1) if i in masked else data_row[at:end])
+            at = end
+    except struct.error:
+        raise ProtocolError("upstream sent a malformed DataRow") from None
+    if at != len(data_row):
+        raise ProtocolError("upstream sent a malformed DataRow")
     return b"".join(out)

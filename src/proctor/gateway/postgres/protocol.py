@@ -12,11 +12,15 @@ decoded into dataclasses; every other one stays a :class:`Raw` (type and body) t
 forwarded unchanged. Anything malformed or over the configured size raises
 :class:`ProtocolError` (the gateway answers SQLSTATE 08P01 and closes), never a bare
 ``IndexError`` or ``UnicodeDecodeError``.
+
+The server is trusted less than fully: :func:`check_backend` checks the body of every server
+message the gateway reads or passes on against its format before anything else looks at it.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -45,9 +49,11 @@ __all__ = [
     "StartupMessage",
     "Sync",
     "Terminate",
+    "check_backend",
     "error_response",
     "notice_response",
     "ready_for_query",
+    "response_fields",
 ]
 
 MAX_MESSAGE: Final = 64 << 20  # default limit on one message; config may lower it
@@ -56,6 +62,7 @@ SSL_REQUEST_CODE: Final = 80877103  # 1234 << 16 | 5679
 GSSENC_REQUEST_CODE: Final = 80877104  # 1234 << 16 | 5680
 CANCEL_REQUEST_CODE: Final = 80877102  # 1234 << 16 | 5678
 _INT32 = struct.Struct("!i")
+_INT16 = struct.Struct("!h")
 _HEADER = struct.Struct("!ci")
 
 
@@ -457,3 +464,152 @@ def _backend(kind: bytes, data: bytes) -> BackendMessage:
         return Raw(kind, data)
     body.end()
     return msg
+
+
+# -- checking what the server sends ----------------------------------------------------------------
+
+
+def check_backend(kind: bytes, body: bytes) -> None:
+    """Raise ProtocolError when the body of a server message breaks its format (PostgreSQL docs,
+    "Message Formats"). Types not known here are left to the caller, which expects none."""
+    check = _BACKEND_FORMATS.get(kind)
+    if check is not None and not check(body):
+        raise ProtocolError(f"upstream sent a malformed {_BACKEND_NAMES[kind]}")
+
+
+def response_fields(body: bytes) -> dict[str, str]:
+    """The fields of an ErrorResponse or NoticeResponse body, by code (``S``, ``V``, ``C``…)."""
+    if not _fields(body):
+        raise ProtocolError("upstream sent a malformed ErrorResponse or NoticeResponse")
+    out: dict[str, str] = {}
+    at = 0
+    while body[at] != 0:
+        end = body.index(b"\x00", at + 1)
+        out[chr(body[at])] = body[at + 1 : end].decode(errors="replace")
+        at = end + 1
+    return out
+
+
+def _empty(body: bytes) -> bool:
+    return not body
+
+
+def _ready(body: bytes) -> bool:
+    return body in (b"I", b"T", b"E")
+
+
+def _fields(body: bytes) -> bool:
+    """Code byte and string pairs, then a NUL (ErrorResponse, NoticeResponse)."""
+    at, size = 0, len(body)
+    while at < size and body[at] != 0:
+        at = body.find(b"\x00", at + 1)
+        if at < 0:
+            return False
+        at += 1
+    return at == size - 1
+
+
+def _strings(count: int) -> Callable[[bytes], bool]:
+    def check(body: bytes) -> bool:
+        return body.count(b"\x00") == count and body.endswith(b"\x00")
+
+    return check
+
+
+_TWO_STRINGS: Final = _strings(2)
+
+
+def _notification(body: bytes) -> bool:
+    return len(body) >= 4 and _TWO_STRINGS(body[4:])  # process id, channel, payload
+
+
+def _row_description(body: bytes) -> bool:
+    try:
+        (count,) = _INT16.unpack_from(body)
+        at = 2
+        for _ in range(count):
+            at = body.index(b"\x00", at) + 19  # name, table oid, column, type, size, mod, format
+    except (struct.error, ValueError):
+        return False
+    return count >= 0 and at == len(body)
+
+
+def _data_row(body: bytes) -> bool:
+    try:
+        (count,) = _INT16.unpack_from(body)
+        at = 2
+        for _ in range(count):
+            (size,) = _INT32.unpack_from(body, at)
+            if size < -1:
+                return False
+            at += 4 + max(size, 0)
+    except struct.error:
+        return False
+    return count >= 0 and at == len(body)
+
+
+def _parameter_description(body: bytes) -> bool:
+    return len(body) >= 2 and len(body) == 2 + 4 * int.from_bytes(body[:2], "big", signed=True)
+
+
+def _copy_response(body: bytes) -> bool:
+    if len(body) < 3 or body[0] not in (0, 1):
+        return False
+    count = int.from_bytes(body[1:3], "big", signed=True)
+    return count >= 0 and len(body) == 3 + 2 * count
+
+
+def _key_data(body: bytes) -> bool:
+    return 8 <= len(body) <= 260  # process id, then a secret of 4 to 256 bytes
+
+
+def _authentication(body: bytes) -> bool:
+    return len(body) >= 4
+
+
+_BACKEND_FORMATS: Final[dict[bytes, Callable[[bytes], bool]]] = {
+    b"1": _empty,  # ParseComplete
+    b"2": _empty,  # BindComplete
+    b"3": _empty,  # CloseComplete
+    b"n": _empty,  # NoData
+    b"s": _empty,  # PortalSuspended
+    b"I": _empty,  # EmptyQueryResponse
+    b"c": _empty,  # CopyDone
+    b"Z": _ready,
+    b"E": _fields,
+    b"N": _fields,
+    b"S": _TWO_STRINGS,  # ParameterStatus: name, value
+    b"C": _strings(1),  # CommandComplete: the tag
+    b"A": _notification,
+    b"T": _row_description,
+    b"D": _data_row,
+    b"t": _parameter_description,
+    b"G": _copy_response,
+    b"H": _copy_response,
+    b"W": _copy_response,
+    b"K": _key_data,
+    b"R": _authentication,
+}
+_BACKEND_NAMES: Final = {
+    b"1": "ParseComplete",
+    b"2": "BindComplete",
+    b"3": "CloseComplete",
+    b"n": "NoData",
+    b"s": "PortalSuspended",
+    b"I": "EmptyQueryResponse",
+    b"c": "CopyDone",
+    b"Z": "ReadyForQuery",
+    b"E": "ErrorResponse",
+    b"N": "NoticeResponse",
+    b"S": "ParameterStatus",
+    b"C": "CommandComplete",
+    b"A": "NotificationResponse",
+    b"T": "RowDescription",
+    b"D": "DataRow",
+    b"t": "ParameterDescription",
+    b"G": "CopyInResponse",
+    b"H": "CopyOutResponse",
+    b"W": "CopyBothResponse",
+    b"K": "BackendKeyData",
+    b"R": "Authentication request",
+}

@@ -48,6 +48,7 @@ from proctor.gateway.postgres.commands import (
     SendUpstream,
     SigningKey,
     StartTLS,
+    WaitCopy,
     WaitReplies,
 )
 from proctor.gateway.postgres.protocol import (
@@ -382,6 +383,12 @@ class Connection:
         if isinstance(cmd, WaitReplies):
             assert self.session is not None
             while self.session.replies.owed_before(cmd.batch):
+                self._answered.clear()
+                await self._answered.wait()
+            return None
+        if isinstance(cmd, WaitCopy):
+            assert self.session is not None
+            while self.session.replies.copy_may_start():
                 self._answered.clear()
                 await self._answered.wait()
             return None

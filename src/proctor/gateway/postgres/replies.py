@@ -18,8 +18,21 @@ expect         replies (PostgreSQL docs, "Message Flow")
 After an ErrorResponse in the extended protocol PostgreSQL skips every message up to Sync, so
 those expectations are dropped (their statements never ran: outcome ``cancelled``).
 NoticeResponse, ParameterStatus and NotificationResponse may come at any time and pass.
-A reply that fits no expectation means Proctor and the server disagree about the
-conversation: ProtocolError, and the session ends (fail closed).
+
+The server is trusted less than fully. Every message's body is checked against its format
+first (``protocol.check_backend``), and each reply must come where the message flow puts it:
+within one statement's result RowDescription before DataRow, CopyOutResponse before COPY data,
+CopyInResponse only for a COPY FROM; after a simple query's ErrorResponse only ReadyForQuery
+(PostgreSQL drops the rest of the string); one ParameterDescription for a statement's
+Describe, none for a portal's; a refused statement's sentinel answers with its error only;
+nothing after a FATAL error. A reply that fits no expectation means Proctor and the server
+disagree about the conversation: ProtocolError, and the session ends (fail closed).
+
+COPY FROM STDIN: whether a COPY statement starts copying in is known only from its answer
+(CopyInResponse, or an error, or the statement's end without one). :meth:`Replies.copy_may_start`
+says whether that is still open, :attr:`Replies.copy_in` whether PostgreSQL now reads COPY data
+from the client (protocol docs, "COPY Operations": then it takes only CopyData, CopyDone,
+CopyFail, Flush and Sync).
 """
 
 from __future__ import annotations
@@ -32,7 +45,12 @@ from typing import TYPE_CHECKING, Final
 
 from proctor.decision import Decided
 from proctor.gateway.postgres.obligations import Obligations, column_names, mask_row
-from proctor.gateway.postgres.protocol import ProtocolError, notice_response
+from proctor.gateway.postgres.protocol import (
+    ProtocolError,
+    check_backend,
+    notice_response,
+    response_fields,
+)
 from proctor.gateway.postgres.sql import Statement
 
 if TYPE_CHECKING:
@@ -41,7 +59,9 @@ if TYPE_CHECKING:
 __all__ = ["Expect", "Portal", "Prepared", "Replies", "Run"]
 
 _ASYNC: Final = frozenset({b"N", b"S", b"A"})
-_COPY: Final = frozenset({b"G", b"H", b"W", b"d", b"c"})
+_COMPLETES: Final = frozenset({b"", b"T", b"G", b"c"})
+"""Result phases a CommandComplete may end (not amid COPY OUT data)."""
+_FATAL: Final = frozenset({"FATAL", "PANIC"})
 _INT32 = struct.Struct("!i")
 _CUT_TAGS: Final = ("SELECT ", "FETCH ")
 _REPLY: Final = {"1": b"1", "2": b"2", "3": b"3", "Z": b"Z"}  # ParseComplete … ReadyForQuery
@@ -76,6 +96,10 @@ class Run:
     cut: bool = False
     masked: frozenset[int] | None = None
     """Result positions to mask, once the row shape is known."""
+    copy_from: bool = False
+    """A COPY FROM statement whose answer has not shown yet whether it copies in."""
+    copy_to: bool = False
+    """A COPY TO statement: it may send COPY data out."""
 
 
 @dataclass(eq=False)
@@ -96,9 +120,13 @@ class Expect:
     index: int = 0
     batch: int = 0
     answered: bool = False
-    """A simple query got at least one answer before its ReadyForQuery."""
-    during_copy: bool = False
-    """A Sync sent while a COPY FROM STDIN was open: ignored if the COPY started."""
+    """A query string without statements got its EmptyQueryResponse; a statement's Describe
+    its ParameterDescription."""
+    failed: bool = False
+    """A simple query or a Sync got its ErrorResponse: only ReadyForQuery may follow."""
+    phase: bytes = b""
+    """Where the current statement's result is: ``T`` rows, ``G`` COPY IN, ``H`` COPY OUT
+    data, ``c`` COPY OUT done (nothing yet: empty)."""
 
 
 class Replies:
@@ -111,10 +139,37 @@ class Replies:
         """The last ReadyForQuery status: idle, in a transaction, or in a failed one."""
         self.skipping = False
         """PostgreSQL is discarding messages until the client's next Sync."""
+        self.ended = False
+        """The upstream sent a FATAL (or PANIC) error: the connection is ending."""
+        self.copy_in = False
+        """PostgreSQL reads COPY data from the client: CopyInResponse came, nothing ended it."""
+        self._maybe_copy = False
+        """A COPY FROM was forwarded since :meth:`copy_may_start` last found none open."""
+        self._ends_ahead = 0
+        """CopyDone/CopyFail forwarded before the COPY they end had started."""
 
     def expect(self, item: Expect) -> None:
         """Note a message just forwarded."""
         self.queue.append(item)
+        if any(run.copy_from for run in item.runs):
+            self._maybe_copy = True
+
+    def copy_may_start(self) -> bool:
+        """Whether a COPY FROM forwarded may still start copying in, none doing so now (a later
+        COPY of the same string cannot start before the client ends this one). Its answer
+        never needs the client: PostgreSQL flushes CopyInResponse and errors at once."""
+        if self._maybe_copy and not self.copy_in:
+            self._maybe_copy = any(r.copy_from for e in self.queue for r in e.runs[e.index :])
+            if not self._maybe_copy:
+                self._ends_ahead = 0  # they ended nothing: PostgreSQL dropped them
+        return self._maybe_copy and not self.copy_in
+
+    def copy_ended(self) -> None:
+        """The client's CopyDone or CopyFail was forwarded."""
+        if self.copy_in:
+            self.copy_in = False
+        elif self.copy_may_start():
+            self._ends_ahead += 1  # sent ahead: it ends the COPY about to start
 
     def owed_before(self, batch: int) -> bool:
         """True while answers to batches before ``batch`` are still to come."""
@@ -153,20 +208,23 @@ class Replies:
             if ok:
                 (s.prepared if which == b"S" else s.portals).pop(name, None)
 
-    def _ready(self, status: bytes) -> None:
+    def _ready(self, status: bytes) -> None:  # status checked by check_backend
         self.status = status
         if status == b"I":  # the transaction ended, and every portal with it
             self.session.portals.clear()
 
     def handle(self, kind: bytes, body: bytes) -> bytes:
         """The bytes the client gets for one upstream message."""
+        check_backend(kind, body)
+        if self.ended:
+            raise ProtocolError(f"upstream sent {kind!r} after ending the session (FATAL)")
         raw = kind + _INT32.pack(len(body) + 4) + body
         if kind == b"S":
             _check_parameter(body)
         if kind in _ASYNC:
             return raw
         if not self.queue:
-            if kind == b"E":  # e.g. FATAL when the server shuts down
+            if kind == b"E" and self._fatal(body):  # e.g. the server shuts down
                 return raw
             raise ProtocolError(f"upstream sent {kind!r} when nothing was asked")
         head = self.queue[0]
@@ -178,105 +236,156 @@ class Replies:
             return self._execute(head, kind, body, raw)
         return self._simple_reply(head, kind, body, raw)
 
+    def _fatal(self, body: bytes) -> bool:
+        """Whether an ErrorResponse ends the session (FATAL, PANIC): nothing may follow it."""
+        fields = response_fields(body)
+        if fields.get("V", fields.get("S")) in _FATAL:
+            self.ended = True
+        return self.ended
+
     # -- simple query --------------------------------------------------------------------------
 
     def _query(self, head: Expect, kind: bytes, body: bytes, raw: bytes) -> bytes:
-        run = head.runs[head.index] if head.index < len(head.runs) else None
-        if kind == b"D":
-            return self._row(run, None, body, raw)
-        if kind == b"T":
-            if run is not None and run.obligations.mask:
-                run.masked = _masked(body, run.obligations)
-            return raw
-        if kind == b"C":
-            head.index += 1
-            head.answered = True
-            return self._complete(run, None, body, raw)
-        if kind in _COPY or kind == b"I":
-            head.answered = True
-            if kind == b"G":
-                self._copy_started()
-            return raw
-        if kind == b"Z":
-            if not head.answered:
-                raise ProtocolError("upstream ended a query it never answered")
+        if kind == b"Z":  # the statements all answered, or one failed and ended the query
+            done = head.index == len(head.runs) and (bool(head.runs) or head.answered)
+            if not (done or head.failed) or head.phase:
+                raise ProtocolError("upstream ended a query it did not answer")
             self.queue.popleft()
-            self._ready(body[:1])
+            self._ready(body)
             for rest in head.runs[head.index :]:
                 self.session.outcome(rest, "cancelled", rows=None, state=None)
             return raw
-        raise ProtocolError(f"upstream sent {kind!r} inside a simple query")
+        if head.failed or head.error is not None:
+            # After an error PostgreSQL sends only ReadyForQuery; a refusal's sentinel fails.
+            raise ProtocolError(f"upstream sent {kind!r} where only ReadyForQuery fits")
+        if kind == b"I":  # EmptyQueryResponse: for a query string without statements only
+            if head.runs or head.answered:
+                raise ProtocolError("upstream sent EmptyQueryResponse for a query with statements")
+            head.answered = True
+            return raw
+        if head.index == len(head.runs):
+            raise ProtocolError(f"upstream sent {kind!r} past the query's last statement")
+        run = head.runs[head.index]
+        if kind == b"T" and not head.phase:
+            head.phase = b"T"
+            if run.obligations.mask:
+                run.masked = _masked(body, run.obligations)
+            return raw
+        if kind == b"C" and head.phase in _COMPLETES:
+            head.phase = b""
+            head.index += 1
+            return self._complete(run, None, body, raw)
+        return self._result(head, run, kind, body, raw)
+
+    def _result(self, head: Expect, run: Run, kind: bytes, body: bytes, raw: bytes) -> bytes:
+        """Rows and COPY traffic of one statement, each only where it fits (Message Flow)."""
+        phase = head.phase
+        if kind == b"D" and phase == b"T":
+            return self._row(run, head.portal, body, raw)
+        if kind == b"G" and not phase:  # CopyInResponse
+            self._copy_started(run)
+            head.phase = b"G"
+            return raw
+        if kind == b"H" and not phase and run.copy_to:  # CopyOutResponse, then data
+            head.phase = b"H"
+            return raw
+        if kind == b"d" and phase == b"H":
+            return raw
+        if kind == b"c" and phase == b"H":
+            head.phase = b"c"
+            return raw
+        where = "Execute" if head.kind == "E" else "a simple query"
+        raise ProtocolError(f"upstream sent {kind!r} out of turn in answer to {where}")
 
     # -- extended query ------------------------------------------------------------------------
 
     def _execute(self, head: Expect, kind: bytes, body: bytes, raw: bytes) -> bytes:
-        run = head.runs[0] if head.runs else None
-        if kind == b"D":
-            return self._row(run, head.portal, body, raw)
-        if kind in (b"C", b"I", b"s"):
+        if not head.runs:  # an empty statement: PostgreSQL answers EmptyQueryResponse
+            if kind != b"I":
+                raise ProtocolError(f"upstream sent {kind!r} in answer to an empty statement")
             self.queue.popleft()
-            if kind == b"s":  # PortalSuspended: the rest comes with the next Execute
-                if run is not None:
-                    self._finish(run, head.portal, run.sent)
-                return raw
-            return self._complete(run, head.portal, body, raw) if kind == b"C" else raw
-        if kind in _COPY:
-            if kind == b"G":
-                self._copy_started()
             return raw
-        raise ProtocolError(f"upstream sent {kind!r} in answer to Execute")
+        run = head.runs[0]
+        if kind == b"D" and head.phase in (b"", b"T"):  # no RowDescription before an Execute's
+            head.phase = b"T"
+            return self._row(run, head.portal, body, raw)
+        if kind == b"C" and head.phase in _COMPLETES:
+            self.queue.popleft()
+            return self._complete(run, head.portal, body, raw)
+        if kind == b"s" and head.phase == b"T":  # PortalSuspended: the rest comes later
+            self.queue.popleft()
+            self._finish(run, head.portal, run.sent)
+            return raw
+        return self._result(head, run, kind, body, raw)
 
-    def _copy_started(self) -> None:
-        """CopyInResponse: PostgreSQL ignores the Syncs sent while the COPY data was open."""
-        if any(e.during_copy for e in self.queue):
-            self.queue = deque(e for e in self.queue if not e.during_copy)
+    def _copy_started(self, run: Run) -> None:
+        """CopyInResponse: PostgreSQL now reads COPY data, unless the client already ended it."""
+        if not run.copy_from:
+            raise ProtocolError("upstream started a COPY FROM STDIN that was not sent")
+        run.copy_from = False
+        if self._ends_ahead:
+            self._ends_ahead -= 1
+        else:
+            self.copy_in = True
 
     def _simple_reply(self, head: Expect, kind: bytes, body: bytes, raw: bytes) -> bytes:
-        s = self.session
-        want = _REPLY.get(head.kind)
         if head.kind == "describe":
-            if kind == b"t":  # ParameterDescription, then the row shape
-                return b"" if head.swallow else raw
-            if kind not in (b"T", b"n"):
-                raise ProtocolError(f"upstream sent {kind!r} in answer to Describe")
-            self.queue.popleft()
-            columns = column_names(body) if kind == b"T" else ()
-            assert head.target is not None
-            which, name = head.target
-            if which == b"S" and name in s.prepared:
-                s.prepared[name].columns = columns
-            elif which == b"P" and name in s.portals:
-                s.portals[name].columns = columns
-            return b"" if head.swallow else raw
+            return self._described(head, kind, body, raw)
+        want = _REPLY[head.kind]
         if kind != want or head.error is not None:
             raise ProtocolError(f"upstream sent {kind!r}, expected {want!r}")
         self._settle(head, True)
         self.queue.popleft()
         if kind == b"Z":
-            self._ready(body[:1])
+            self._ready(body)
         return raw
+
+    def _described(self, head: Expect, kind: bytes, body: bytes, raw: bytes) -> bytes:
+        """Describe: a statement's ParameterDescription, then RowDescription or NoData."""
+        s = self.session
+        assert head.target is not None
+        which, name = head.target
+        if kind == b"t" and which == b"S" and not head.answered:
+            head.answered = True
+            return b"" if head.swallow else raw
+        if kind not in (b"T", b"n") or (which == b"S" and not head.answered):
+            raise ProtocolError(f"upstream sent {kind!r} out of turn in answer to Describe")
+        self.queue.popleft()
+        columns = column_names(body) if kind == b"T" else ()
+        if head.portal is not None:  # the portal an Execute runs (masking asked)
+            head.portal.columns = columns
+        elif which == b"S" and name in s.prepared:
+            s.prepared[name].columns = columns
+        elif which == b"P" and name in s.portals:
+            s.portals[name].columns = columns
+        return b"" if head.swallow else raw
 
     # -- errors ----------------------------------------------------------------------------------
 
     def _error(self, head: Expect, body: bytes, raw: bytes) -> bytes:
         s = self.session
-        out = head.error if head.error is not None else raw
-        state = _sqlstate(body)
-        if head.kind == "Q":
-            if head.error is not None and not head.answered:
-                head.answered = True  # the sentinel's error, replaced; any later one is real
-                return out
-            head.answered = True
-            out = raw
+        fatal = self._fatal(body)
+        self.copy_in = False  # an error ends COPY IN; later COPY data is dropped by the server
+        if head.kind in ("Q", "Z"):
+            # A query's error ends it (the rest of the string is not run); a Sync's (its
+            # implicit COMMIT failed) comes before its ReadyForQuery. Only FATAL may follow.
+            if head.failed and not fatal:
+                raise ProtocolError("upstream sent a second error for one query or Sync")
+            if head.failed or head.kind == "Z":
+                head.failed = True
+                return raw
+            head.failed = True
+            head.phase = b""
+            if head.error is not None:
+                return head.error  # the sentinel's error, replaced by the refusal
             if head.index < len(head.runs):
-                s.outcome(head.runs[head.index], "error", rows=None, state=state)
+                s.outcome(head.runs[head.index], "error", rows=None, state=_sqlstate(body))
                 head.index += 1
-            return out
-        if head.kind == "Z":  # an error while syncing: the server is in trouble; pass it on
             return raw
+        out = head.error if head.error is not None else raw
         if head.kind == "E":
             for run in head.runs:
-                s.outcome(run, "error", rows=None, state=state)
+                s.outcome(run, "error", rows=None, state=_sqlstate(body))
         self._settle(head, False)
         self.queue.popleft()
         while self.queue and self.queue[0].kind != "Z":  # skipped until Sync
@@ -356,11 +465,5 @@ def _check_parameter(body: bytes) -> None:
 
 
 def _sqlstate(body: bytes) -> str | None:
-    at = 0
-    while at < len(body) and body[at] != 0:
-        end = body.index(b"\x00", at + 1)
-        if body[at : at + 1] == b"C":
-            code = body[at + 1 : end].decode(errors="replace")
-            return code if len(code) == 5 and code.isalnum() else None
-        at = end + 1
-    return None
+    code = response_fields(body).get("C", "")
+    return code if len(code) == 5 and code.isalnum() else None

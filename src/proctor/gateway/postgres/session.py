@@ -52,7 +52,7 @@ from proctor.events.context import (
 from proctor.events.ids import format_time, new_event_id, now_ns
 from proctor.events.schema import Action, Actor, Event, Links, Outcome, Risk, Source
 from proctor.gateway.postgres import sqlstate
-from proctor.gateway.postgres.commands import Command, Record, SendUpstream, WaitReplies
+from proctor.gateway.postgres.commands import Command, Record, SendUpstream, WaitCopy, WaitReplies
 from proctor.gateway.postgres.obligations import (
     NO_OBLIGATIONS,
     Obligations,
@@ -148,8 +148,6 @@ class Session:
         self.pending_portals: dict[str, tuple[int, Portal | None]] = {}
         self.batch = 0
         """Batches forwarded so far (a Sync or a simple Query ends one)."""
-        self.copy_open = False
-        """A COPY FROM STDIN was forwarded and the client has not ended its data yet."""
         self.closing = False
         self.connect: Decided | None = None
         """The connect decision in force (re-made by :meth:`recheck`)."""
@@ -266,6 +264,10 @@ class Session:
 
     def on_client(self, msg: FrontendMessage) -> Generator[Command, Any, None]:
         """Handle one client message: decide, record, then forward or refuse."""
+        if not isinstance(msg, Terminate) and not (isinstance(msg, Raw) and msg.type in _FORWARDED):
+            ignored = yield from self._outside_copy(msg)
+            if ignored:
+                return
         if self.replies.skipping and not isinstance(msg, Sync | Terminate):
             # After an error PostgreSQL discards everything up to Sync: nothing is decided,
             # forwarded or answered (forwarding it would leave a reply expected forever).
@@ -294,16 +296,14 @@ class Session:
             yield SendUpstream(Raw(b"C", msg.kind + _cstr(msg.name)).encode())
         elif isinstance(msg, Sync):
             self.replies.skipping = False
-            # During COPY FROM STDIN PostgreSQL ignores Sync; whether it is in that mode is
-            # known only from its answer (CopyInResponse), so such a Sync is marked.
-            self._expect(Expect("Z", during_copy=self.copy_open))
+            self._expect(Expect("Z"))
             self.batch += 1
             yield SendUpstream(b"S\x00\x00\x00\x04")
         elif isinstance(msg, Terminate):
             self.closing = True
         elif isinstance(msg, Raw) and msg.type in _FORWARDED:
             if msg.type in _COPY_END:
-                self.copy_open = False
+                self.replies.copy_ended()
             yield SendUpstream(msg.encode())
         elif isinstance(msg, Raw) and msg.type == b"F":
             # FunctionCall runs a function by OID, outside SQL: nothing to analyse, refused.
@@ -312,6 +312,25 @@ class Session:
             )
         else:
             raise ProtocolError(f"unexpected message {type(msg).__name__} after startup")
+
+    def _outside_copy(self, msg: FrontendMessage) -> Generator[Command, Any, bool]:
+        """A message other than COPY data or Flush: True when PostgreSQL ignores it.
+
+        During COPY IN PostgreSQL takes only CopyData, CopyDone, CopyFail, Flush and Sync, and
+        ignores the last two (protocol docs, "COPY Operations"). If a COPY FROM forwarded may
+        still start, its answer is waited for first (it never needs the client). Then a Sync in
+        COPY IN is dropped here, as the server would drop it (no ReadyForQuery answers it); any
+        other message breaks the protocol: PostgreSQL fails the COPY and, the message read
+        half-way, ends the connection (FATAL 08P01 "protocol synchronization was lost"), and
+        so does the session.
+        """
+        if self.replies.copy_may_start():
+            yield WaitCopy()
+        if not self.replies.copy_in:
+            return False
+        if isinstance(msg, Sync):
+            return True
+        raise ProtocolError(f"unexpected {type(msg).__name__} message during COPY from stdin")
 
     def _query(self, sql: str) -> Generator[Command, Any, None]:
         try:
@@ -328,10 +347,21 @@ class Session:
         if refusal is not None:
             yield from self._refuse_simple(*refusal)
             return
+        if self.replies.skipping:  # an earlier message failed while this one was recorded
+            for d in decided:
+                self.outcome(Run(d, NO_OBLIGATIONS), "cancelled", rows=None, state=None)
+            return
         if any(s.redefines for s in analysis.statements):
             self._forget_names()
-        self.copy_open |= any(s.operation == "COPY FROM" for s in analysis.statements)
-        runs = [Run(d, _obligations(d)) for d in decided]
+        runs = [
+            Run(
+                d,
+                _obligations(d),
+                copy_from=s.operation == "COPY FROM",
+                copy_to=s.operation == "COPY TO",
+            )
+            for d, s in zip(decided, analysis.statements, strict=True)
+        ]
         self._expect(Expect("Q", runs=runs))
         self.batch += 1
         yield SendUpstream(Raw(b"Q", _cstr(sql)).encode())
@@ -406,11 +436,18 @@ class Session:
             return
         if stmts[0].redefines:
             self._forget_names()
-        self.copy_open |= stmts[0].operation == "COPY FROM"
-        run = Run(decided[0], _obligations(decided[0]))
+        operation = stmts[0].operation
+        run = Run(
+            decided[0],
+            _obligations(decided[0]),
+            copy_from=operation == "COPY FROM",
+            copy_to=operation == "COPY TO",
+        )
         if run.obligations.mask and portal.columns is None:
             # Masking needs the column names: ask for them, and keep the answer to ourselves.
-            self._expect(Expect("describe", target=(b"P", msg.portal), swallow=True))
+            # The answer describes this portal whatever its name means by then (a SQL
+            # PREPARE/DECLARE… handled meanwhile forgets every name), so it goes to the portal.
+            self._expect(Expect("describe", target=(b"P", msg.portal), swallow=True, portal=portal))
             yield SendUpstream(_describe(b"P", msg.portal))
         self._expect(Expect("E", runs=[run], portal=portal))
         yield SendUpstream(_execute_message(msg))
@@ -455,6 +492,8 @@ class Session:
     def _refuse_simple(
         self, state: str, message: str, detail: str = ""
     ) -> Generator[Command, Any, None]:
+        if self.replies.skipping:  # see _refuse_extended: the server would drop a Query too
+            return
         self._expect(Expect("Q", error=error_response(state, message, detail)))
         self.batch += 1
         yield SendUpstream(Raw(b"Q", _cstr(SENTINEL_SQL)).encode())

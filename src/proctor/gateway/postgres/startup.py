@@ -53,6 +53,7 @@ from proctor.gateway.postgres.protocol import (
     SSLRequest,
     StartupMessage,
     Terminate,
+    check_backend,
     error_response,
 )
 from proctor.gateway.postgres.scram import (
@@ -435,6 +436,7 @@ def _upstream_login(
     scram: ScramClient | None = None
     while True:
         kind, body = yield ReadUpstream()
+        check_backend(kind, body)
         if kind == b"R":
             (code,) = _INT32.unpack_from(body)
             reply = _upstream_auth(up, code, body[4:], scram)
