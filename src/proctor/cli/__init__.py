@@ -24,6 +24,7 @@ from proctor.cli import (
     keys,
     ledger_cmds,
     policy_cmds,
+    search_cmds,
     serve_cmds,
     verify_cmds,
 )
@@ -31,7 +32,16 @@ from proctor.cli._app import EXIT_INTERNAL, app, err
 
 __all__ = ["app", "main"]
 # imported for their @app.command()s
-_COMMANDS = (decide_cmds, demo, keys, ledger_cmds, policy_cmds, serve_cmds, verify_cmds)
+_COMMANDS = (
+    decide_cmds,
+    demo,
+    keys,
+    ledger_cmds,
+    policy_cmds,
+    search_cmds,
+    serve_cmds,
+    verify_cmds,
+)
 
 
 def main() -> None:
