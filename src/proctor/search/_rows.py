@@ -9,12 +9,14 @@ judge them; an entry it cannot read at all is recorded as unreadable, never skip
 
 from __future__ import annotations
 
+import functools
 from typing import Final
 
 import msgspec
 
-from proctor.search.compile import ip_bytes
-from proctor.search.fields import TAGS
+from proctor.search._schema import EVENT_COLUMNS
+from proctor.search.compile import V4_MAPPED, ip_bytes
+from proctor.search.fields import FIELDS, NETWORK_BYTES, NETWORK_LETTER, token
 
 __all__ = ["EntryRows", "rows_for"]
 
@@ -90,29 +92,67 @@ class _Entry(msgspec.Struct, frozen=True):
 
 
 _DECODER: Final = msgspec.json.Decoder(_Entry)
-_ROLE, _GROUP, _OBJECT, _POLICY, _FLAG = (
-    TAGS[k] for k in ("role", "group", "object", "policy", "flag")
-)
 
 EventRow = tuple[object, ...]
-TagRow = tuple[int, str, int]
-FtsRow = tuple[int, str | None, str | None, str | None, str | None, str | None]
+FtsRow = tuple[int, str | None, str | None, str | None, str | None, str | None, str]
+
+# (position in the events row, token letter) of every column with tokens
+_COLUMN_TOKENS: Final = tuple(
+    (EVENT_COLUMNS.index(f.column), f.letter)
+    for f in FIELDS.values()
+    if f.column is not None and f.letter is not None
+)
+_ROLE, _GROUP, _OBJECT, _POLICY, _FLAG = (
+    str(FIELDS[k].letter) for k in ("role", "group", "object", "policy", "flag")
+)
 
 
 class EntryRows(msgspec.Struct, frozen=True):
-    """What one entry adds to the index (``fts`` is None when it has no text to search)."""
+    """What one entry adds to the index: its events row and its fts row."""
 
     event: EventRow
-    tags: list[TagRow]
-    fts: FtsRow | None
+    fts: FtsRow
 
 
-def _eid(text: str) -> bytes | None:
+def _uuid(text: str | None) -> bytes | None:
+    """A UUID's 16 bytes (None if the text is not one: the ledger's own check failed)."""
+    if text is None:
+        return None
     hexdigits = text.replace("-", "")
     try:
         return bytes.fromhex(hexdigits) if len(hexdigits) == 32 else None
     except ValueError:
         return None
+
+
+@functools.lru_cache(maxsize=65536)  # a gateway's clients recur
+def _ip(text: str) -> tuple[bytes | None, tuple[str, ...]]:
+    """An address as stored, and the tokens of the networks it is in."""
+    packed = ip_bytes(text)
+    if packed is None:
+        return None, ()
+    v4 = packed[:12] == V4_MAPPED
+    raw = packed[12:] if v4 else packed
+    nets = tuple(token(NETWORK_LETTER, raw[:n]) for n in NETWORK_BYTES[4 if v4 else 6])
+    return packed, nets
+
+
+_TOKENS: dict[tuple[str, object], str] = {}  # most values recur: actors, targets, kinds
+
+
+def _token(letter: str, value: str | bytes | int) -> str:
+    key = (letter, value)
+    tok = _TOKENS.get(key)
+    if tok is None:
+        if len(_TOKENS) >= 1 << 16:
+            _TOKENS.clear()
+        tok = _TOKENS[key] = token(letter, value)
+    return tok
+
+
+def _tags(letter: str, values: tuple[str, ...], out: list[str]) -> None:
+    for v in dict.fromkeys(values):  # one token per distinct value
+        out.append(_token(letter, v))
 
 
 def _upper(text: str | None) -> str | None:
@@ -127,33 +167,37 @@ def rows_for(idx: int, data: bytes) -> EntryRows:
     session = e.session.id if e.session is not None else None
     if session is None and e.links is not None:
         session = e.links.session_id
-    tags: list[TagRow] = []
+    facets: list[str] = []
     statement = reason = message = objects = name = None
+    packed: bytes | None = None
     if actor is not None:
-        tags.extend((_ROLE, r, idx) for r in set(actor.roles))
-        tags.extend((_GROUP, g, idx) for g in set(actor.groups))
+        _tags(_ROLE, actor.roles, facets)
+        _tags(_GROUP, actor.groups, facets)
         name = actor.display_name
+        if actor.ip is not None:
+            packed, nets = _ip(actor.ip)
+            facets.extend(nets)
     if target is not None and target.objects:
-        tags.extend((_OBJECT, o, idx) for o in set(target.objects))
+        _tags(_OBJECT, target.objects, facets)
         objects = "\n".join(target.objects)
     if decision is not None:
-        tags.extend((_POLICY, p, idx) for p in set(decision.policies))
+        _tags(_POLICY, decision.policies, facets)
         if decision.reasons:
             reason = "\n".join(decision.reasons)
     if e.flags:
-        tags.extend((_FLAG, f, idx) for f in set(e.flags))
+        _tags(_FLAG, e.flags, facets)
     if action is not None:
         statement = action.statement
     if outcome is not None:
         message = outcome.message
     event = (
         idx,
-        _eid(e.id),
+        _uuid(e.id),
         e.kind,
         e.time,
         actor.id if actor is not None else None,
-        ip_bytes(actor.ip) if actor is not None and actor.ip is not None else None,
-        session,
+        packed,
+        _uuid(session),
         target.type.lower() if target is not None and target.type is not None else None,
         target.name if target is not None else None,
         target.database if target is not None else None,
@@ -170,7 +214,9 @@ def rows_for(idx: int, data: bytes) -> EntryRows:
         _upper(outcome.sqlstate) if outcome is not None else None,
         e.source.system if e.source is not None else None,
     )
-    fts: FtsRow | None = None
-    if statement or reason or message or objects or name:
-        fts = (idx, statement, reason, message, objects, name)
-    return EntryRows(event=event, tags=tags, fts=fts)
+    for pos, letter in _COLUMN_TOKENS:
+        value = event[pos]
+        if value is not None:
+            facets.append(_token(letter, value))
+    fts = (idx, statement, reason, message, objects, name, " ".join(facets))
+    return EntryRows(event=event, fts=fts)

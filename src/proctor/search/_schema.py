@@ -1,20 +1,30 @@
 """The index's tables, shared by the indexer (which writes them) and the compiler (which reads).
 
-``events`` has one row per indexed ledger entry, keyed by the ledger index; ``tags`` holds the
-multi-valued fields (roles, groups, objects, policies, flags) as (field code, value, index)
-postings; ``fts`` is a contentless FTS5 table whose rowid is the ledger index; ``zones`` keeps,
-for each run of ``2**ZONE_BITS`` consecutive indexes, the smallest and largest event time in
-it, so a time bound also bounds the ledger index (a block-range index, like PostgreSQL's BRIN).
+``fts`` is a contentless FTS5 table whose rowid is the ledger index: the event's text in five
+columns, and in ``facets`` one token per field value (``fields.token``: ``actor:alice`` is
+``a616c696365``, ``risk:90`` is ``z90``), including the multi-valued fields (roles, groups,
+objects, policies, flags) and each address's networks. FTS5 keeps each token's rowids as a
+compressed, sorted list and intersects, unites and subtracts them while walking in rowid
+order, so any AND/OR/NOT of field values is answered there, newest first, stopping at the
+page's limit. ``events`` has one row per indexed entry with a column per field: it answers
+what tokens cannot (times, row counts, durations) and what counts are grouped by.
+``zones`` keeps, for each run of ``2**ZONE_BITS`` consecutive indexes, the smallest and
+largest event time in it, so a time bound also bounds the ledger index (a block-range index,
+like PostgreSQL's BRIN): a recent window is the end of the ledger, found without a time index.
+
+Measured on 1M synthetic gateway events (bench/bench_search.py), the tokens took a quarter of
+the space of a B-tree index per column and intersected two fields' values 15x faster than the
+best single-column B-tree plan (``risk>=90 target:hr-db``: 0.9 ms against 13 ms).
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-SCHEMA_VERSION: Final = "1"
+SCHEMA_VERSION: Final = "2"
 ZONE_BITS: Final = 12
 
-# Contentless FTS5 (content=''): the index keeps only the inverted lists, not a second copy of
+# Contentless FTS5 (content=''): the index keeps only the posting lists, not a second copy of
 # every statement and reason, because the ledger already holds the text and search results
 # are always read from the ledger. The price is that rows cannot be updated or deleted one by
 # one and snippet()/highlight() are unavailable; the ledger is append-only and results are
@@ -30,7 +40,7 @@ CREATE TABLE IF NOT EXISTS events (
     time TEXT,
     actor TEXT,
     ip BLOB,
-    session TEXT,
+    session BLOB,
     type TEXT,
     target TEXT,
     db TEXT,
@@ -47,38 +57,18 @@ CREATE TABLE IF NOT EXISTS events (
     sqlstate TEXT,
     source TEXT
 );
-CREATE TABLE IF NOT EXISTS tags (
-    f INTEGER NOT NULL, v TEXT NOT NULL, idx INTEGER NOT NULL, PRIMARY KEY (f, v, idx)
-) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS zones (
     zone INTEGER PRIMARY KEY, min_time TEXT NOT NULL, max_time TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS unreadable (idx INTEGER PRIMARY KEY, reason TEXT NOT NULL);
 CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(
-    statement, reason, message, object, name,
+    statement, reason, message, object, name, facets,
     content='', columnsize=0, tokenize='unicode61 remove_diacritics 2'
 );
 """
 
-# Every index ends in the rowid (the ledger index), so "col = ? ORDER BY idx" walks one index
-# in ledger order and stops at the page's limit, and "col = ? AND idx >= ?" (a time bound
-# turned into an index bound through the zones) is one range of it.
-INDEXES: Final = (
-    ("ev_eid", "eid"),
-    ("ev_kind", "kind"),
-    ("ev_time", "time"),
-    ("ev_actor", "actor"),
-    ("ev_ip", "ip"),
-    ("ev_session", "session"),
-    ("ev_target", "target"),
-    ("ev_db", "db"),
-    ("ev_op", "op"),
-    ("ev_fingerprint", "fingerprint"),
-    ("ev_effect", "effect"),
-    ("ev_risk", "risk"),
-    ("ev_status", "status"),
-    ("ev_sqlstate", "sqlstate"),
-)
+# Only the event id needs a B-tree index: every other field is a token (see the docstring).
+INDEXES: Final = (("ev_eid", "eid"),)
 
 EVENT_COLUMNS: Final = (
     "idx",

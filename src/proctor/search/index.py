@@ -247,8 +247,7 @@ class Indexer:
     def _write(self, batch: Sequence[tuple[int, bytes]], hwm: int) -> tuple[int, int]:
         """One transaction: the batch's rows, its zones and the new high-water mark."""
         events: list[tuple[object, ...]] = []
-        tags: list[tuple[int, str, int]] = []
-        fts: list[tuple[int, str | None, str | None, str | None, str | None, str | None]] = []
+        fts: list[tuple[object, ...]] = []
         bad: list[tuple[int, str]] = []
         zones: dict[int, list[str]] = {}
         for idx, data in batch:
@@ -258,9 +257,7 @@ class Indexer:
                 bad.append((idx, str(exc)[:300]))
                 continue
             events.append(rows.event)
-            tags.extend(rows.tags)
-            if rows.fts is not None:
-                fts.append(rows.fts)
+            fts.append(rows.fts)
             t = str(rows.event[3])
             zone = zones.get(idx >> ZONE_BITS)
             if zone is None:
@@ -280,10 +277,9 @@ class Indexer:
             try:
                 insert = f"INSERT INTO events VALUES ({placeholders})"  # noqa: S608 (only '?'s)
                 db.executemany(insert, events)
-                db.executemany("INSERT INTO tags (f, v, idx) VALUES (?, ?, ?)", tags)
                 db.executemany(
-                    "INSERT INTO fts (rowid, statement, reason, message, object, name) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO fts (rowid, statement, reason, message, object, name, facets) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     fts,
                 )
                 db.executemany("INSERT INTO unreadable (idx, reason) VALUES (?, ?)", bad)

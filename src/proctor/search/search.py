@@ -8,6 +8,7 @@ ten million entries as at the start, and entries appended meanwhile never shift 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -108,7 +109,7 @@ def count(
     now_ns: int | None = None,
 ) -> list[tuple[str | None, int]]:
     """How many events match, per value of ``by``: a field (``actor``, ``target``,
-    ``decision``, ``kind``, ``role`` …) or a time bucket (``hour``, ``day``).
+    ``decision``, ``kind``, ``session`` …) or a time bucket (``hour``, ``day``).
 
     Most frequent first (time buckets in time order); events without the field count under
     ``None``. At most ``limit`` keys.
@@ -122,6 +123,8 @@ def count(
             out.append((None, int(n)))
         elif field is not None and field.kind == "ip" and isinstance(key, bytes):
             out.append((ip_key(key), int(n)))
+        elif field is not None and field.kind == "uuid" and isinstance(key, bytes):
+            out.append((str(uuid.UUID(bytes=key)), int(n)))
         elif by == "hour":
             out.append((f"{key}:00Z", int(n)))
         else:
