@@ -101,7 +101,9 @@ def test_another_key_exits_1(tmp_path: Path, filled: Path) -> None:
         (["--index", "x"], "is not N or N-M"),
         (["--index", "5-2"], "not an ascending range"),
         (["--index", str(COUNT)], f"no entry at index {COUNT}"),
-        ([], "select events with --index"),
+        ([], "select events with --query TEXT or --index"),
+        (["--index", "1", "--query", "kind:query"], "(one of them)"),
+        (["--query", "actor:nobody-at-all"], "no event matches --query"),
     ],
 )
 def test_bad_selections_exit_2(tmp_path: Path, filled: Path, args: list[str], message: str) -> None:
@@ -133,3 +135,23 @@ def test_index_ranges_are_sorted_and_merged() -> None:
     assert index_ranges(["40-55", "12", "13,50-60", "62"]) == [(12, 13), (40, 60), (62, 62)]
     with pytest.raises(UsageError):
         index_ranges(["-3"])
+
+
+def test_a_bundle_of_what_a_search_matches(tmp_path: Path, filled: Path) -> None:
+    out = tmp_path / "denied.zip"
+    res = proctor(
+        "evidence", "--query", "decision:deny", "--ledger", filled, "--out", out, "--json"
+    )
+    assert res.returncode == 0, res.stderr
+    with zipfile.ZipFile(out) as z:
+        lines = z.read("events.jsonl").splitlines()
+        manifest = json.loads(z.read("manifest.json"))
+    assert lines and all(b'"effect":"deny"' in line for line in lines)
+    assert manifest["query"] == "decision:deny"
+    res = proctor("verify-bundle", out)
+    assert res.returncode == 0, res.stdout
+    bad = proctor("evidence", "--query", "actr:x", "--ledger", filled, "--out", tmp_path / "x.zip")
+    assert bad.returncode == 3 and "unknown field 'actr'" in bad.stderr  # bad input
+    exported = proctor("export", "--query", "decision:deny", "--ledger", filled)
+    assert exported.returncode == 0, exported.stderr
+    assert exported.stdout.encode().splitlines() == lines

@@ -66,5 +66,6 @@ def api(tmp_path: Path) -> Iterator[Api]:
     finally:
         loop.run(server.close())
         loop.stop()
+        state.close()
         tokens.close()
         ledger.close()

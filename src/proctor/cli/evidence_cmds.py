@@ -16,6 +16,7 @@ from proctor.cli.options import LedgerDir, SignerKey, ledger_dir, signer_for
 from proctor.errors import UsageError
 from proctor.evidence import BundleReport, verify_bundle, write_bundle
 from proctor.ledger.ledger import Ledger, load_verifier
+from proctor.search import SearchIndex, catch_up, matching_indexes
 
 __all__ = ["index_ranges", "indexes_of"]
 
@@ -49,6 +50,21 @@ def indexes_of(ranges: Iterable[tuple[int, int]]) -> Iterator[int]:
         yield from range(first, last + 1)
 
 
+def _query_ranges(directory: Path, query: str) -> list[tuple[int, int]]:
+    """The inclusive index ranges a search matches (the index caught up first, if it can be)."""
+    with Ledger(directory) as lg:
+        catch_up(lg)
+        with SearchIndex(lg) as index:
+            hits = list(matching_indexes(index, query, order="asc"))
+    ranges: list[tuple[int, int]] = []
+    for i in hits:
+        if ranges and ranges[-1][1] == i - 1:
+            ranges[-1] = (ranges[-1][0], i)
+        else:
+            ranges.append((i, i))
+    return ranges
+
+
 @app.command("evidence")
 @handled
 def evidence(
@@ -63,15 +79,23 @@ def evidence(
             show_default=False,
         ),
     ] = None,
+    query: Annotated[
+        str | None,
+        typer.Option(
+            "--query", help="Every event this search matches (docs/search.md).", show_default=False
+        ),
+    ] = None,
     ledger: LedgerDir = None,
     signer_key: SignerKey = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Write an evidence bundle: events, their inclusion proofs, one signed checkpoint."""
-    ranges = index_ranges(index or [])
-    if not ranges:
-        raise UsageError("select events with --index N or --index N-M")
     d = ledger_dir(ledger)
+    if (query is None) == (not index):
+        raise UsageError("select events with --query TEXT or --index N / N-M (one of them)")
+    ranges = index_ranges(index or []) if query is None else _query_ranges(d, query)
+    if not ranges:
+        raise UsageError(f"no event matches --query {query!r}" if query else "no --index given")
     # Open read-only unless no signed checkpoint covers the selection yet: then the signer key
     # (when at hand) lets the ledger sign one.
     with Ledger(d) as lg:
@@ -79,7 +103,7 @@ def evidence(
         covered = latest is not None and latest.size > ranges[-1][1]
     signer = None if covered else signer_for(d, signer_key, required=False)
     with Ledger(d, signer=signer) as lg:
-        summary = write_bundle(lg, indexes_of(ranges), out_path)
+        summary = write_bundle(lg, indexes_of(ranges), out_path, query=query)
     if as_json:
         sys.stdout.write(
             json.dumps(

@@ -10,7 +10,7 @@ import os
 import signal
 import ssl
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, BinaryIO, Literal
 
@@ -21,9 +21,18 @@ from proctor.cli._app import app, err, handled, out, plain
 from proctor.cli.options import LedgerDir, ledger_dir
 from proctor.errors import UsageError
 from proctor.exports.forward import Backoff, Forwarder, ForwarderConfig, ForwardResult
-from proctor.exports.stream import FORMATS, ExportStats, export, ledger_range, make_formatter
+from proctor.exports.stream import (
+    FORMATS,
+    ExportStats,
+    LedgerRange,
+    export,
+    ledger_indexes,
+    ledger_range,
+    make_formatter,
+)
 from proctor.exports.syslog import FACILITIES, SyslogConfig
 from proctor.ledger.ledger import Ledger
+from proctor.search import SearchIndex, catch_up, matching_indexes
 
 FormatOpt = Annotated[
     str, typer.Option("--format", "-f", help=f"One of: {', '.join(FORMATS)}.", show_default=True)
@@ -99,6 +108,17 @@ def _output(path: Path | None) -> Iterator[BinaryIO]:
         raise
 
 
+def _query_hits(lg: Ledger, query: str, start: int, end: int | None) -> list[int]:
+    """Ledger indexes in [start, end) that the search matches, the index caught up first."""
+    catch_up(lg)
+    with SearchIndex(lg) as index:
+        return [
+            i
+            for i in matching_indexes(index, query, order="asc")
+            if i >= start and (end is None or i < end)
+        ]
+
+
 @app.command("export")
 @handled
 def export_cmd(
@@ -110,6 +130,14 @@ def export_cmd(
         int | None,
         typer.Option(
             "--to", help="Stop before this index (default: the size at start).", show_default=False
+        ),
+    ] = None,
+    query: Annotated[
+        str | None,
+        typer.Option(
+            "--query",
+            help="Only the events this search matches (docs/search.md).",
+            show_default=False,
         ),
     ] = None,
     out_file: Annotated[
@@ -142,8 +170,12 @@ def export_cmd(
             syslog=syslog,
             syslog_framing="octet" if framing == "octet" else "lf",
         )
-        source = ledger_range(lg, start, end)
-        total = max(0, (lg.size() if end is None else min(end, lg.size())) - start)
+        if query is None:
+            source: Iterable[tuple[int, bytes]] = ledger_range(lg, start, end)
+            total = max(0, (lg.size() if end is None else min(end, lg.size())) - start)
+        else:
+            hits = _query_hits(lg, query, start, end)
+            source, total = ledger_indexes(lg, hits), len(hits)
         show = sys.stderr.isatty() and not as_json
         try:
             with (
@@ -166,9 +198,10 @@ def export_cmd(
             with contextlib.suppress(OSError):
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise typer.Exit(141) from None
-    for first, last in source.missing:
+    missing = source.missing if isinstance(source, LedgerRange) else []
+    for first, last in missing:
         err.print(f"[yellow]warning:[/] indexes {first}..{last} have no stored entry (skipped)")
-    _summary(stats, fmt, out_file, source.missing, as_json=as_json)
+    _summary(stats, fmt, out_file, missing, as_json=as_json)
 
 
 def _summary(

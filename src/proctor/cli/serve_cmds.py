@@ -159,6 +159,7 @@ async def _start_syslog(loaded: Loaded, ledger: Ledger) -> SyslogListener | None
 
 def _close_api_state(state: ServiceState | None) -> None:
     if state is not None:
+        state.close()
         if state.retention is not None:
             state.retention.close()
         state.tokens.close()

@@ -96,7 +96,8 @@ def search(
     compiled = _compile(query, now_ns)
     indexed = index.indexed()
     ids = _ids(index, compiled, after_index, order, limit)
-    items = tuple((i, read_event(index, i)) for i in ids)
+    floor = index.ledger.floor()  # pruned by retention: the index may still name them
+    items = tuple((i, read_event(index, i)) for i in ids if i >= floor)
     return Page(items=items, next_after=ids[-1] if len(ids) == limit else None, indexed=indexed)
 
 
@@ -147,7 +148,8 @@ def matching_indexes(
     after: int | None = None
     while True:
         ids = _ids(index, compiled, after, order, batch)
-        yield from ids
+        floor = index.ledger.floor()  # pruned by retention: the index may still name them
+        yield from (i for i in ids if i >= floor)
         if len(ids) < batch:
             return
         after = ids[-1]

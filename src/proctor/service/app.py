@@ -99,6 +99,13 @@ class ServiceState:
     retention: Retention | None = None
     """Rules, holds and runs, with ``[retention]``."""
     extras: dict[str, Any] = field(default_factory=dict)
+    """Parts made on first use (the searcher); each has a ``close()``, run by :meth:`close`."""
+
+    def close(self) -> None:
+        """Close what the routes opened on first use."""
+        for part in self.extras.values():
+            part.close()
+        self.extras.clear()
 
 
 @dataclass(frozen=True)
@@ -171,6 +178,7 @@ def create_app(state: ServiceState) -> FastAPI:
         audit_routes,
         ingest_routes,
         retention_routes,
+        search_routes,
     )
 
     app = FastAPI(
@@ -224,6 +232,7 @@ def create_app(state: ServiceState) -> FastAPI:
     app.include_router(ingest_routes.router)
     app.include_router(audit_routes.router)
     app.include_router(retention_routes.router)
+    app.include_router(search_routes.router)
     app.openapi = lambda: _document(app)  # type: ignore[method-assign]
     return app
 

@@ -8,6 +8,7 @@ sent, like every other access through Proctor (no log, no access).
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Iterable, Iterator
 from typing import Annotated, Any, Final, Literal
 
@@ -27,12 +28,13 @@ from proctor.events import (
     format_time,
     new_event_id,
 )
-from proctor.exports.stream import Formatter, ledger_range, make_formatter
+from proctor.exports.stream import Formatter, ledger_indexes, ledger_range, make_formatter
 from proctor.ledger.ledger import DB_NAME
 from proctor.ledger.store import SqliteStore
 from proctor.ledger.verify import verify_ledger
 from proctor.privacy.erasure import erase_subject_async
 from proctor.privacy.seal import unseal
+from proctor.search import matching_indexes
 from proctor.service.app import ApiError, ServiceState, SessionControl, role, state_of
 from proctor.service.auth import Caller
 
@@ -176,13 +178,32 @@ async def export_entries(
     ] = "jsonl",
     start: Annotated[int, Query(alias="from", ge=0, le=2**53 - 1)] = 0,
     end: Annotated[int | None, Query(alias="to", ge=0, le=2**53 - 1)] = None,
+    q: Annotated[
+        str | None, Query(max_length=4096, description="Only events this search matches.")
+    ] = None,
 ) -> StreamingResponse:
-    """Entries ``from <= index < to`` (to: the size when the export starts), one record per
-    line, streamed with flat memory. ``jsonl`` lines are the exact bytes the leaves hash."""
+    """Entries ``from <= index < to`` (to: the size when the export starts), or with ``q``
+    those of them the search matches, one record per line, streamed with flat memory.
+    ``jsonl`` lines are the exact bytes the leaves hash."""
     state = state_of(request)
-    await record_access(request, who, f"export.{export_format}", f"{start}-{end or ''}")
+    detail = f"{start}-{end or ''}" + (f" {q}" if q else "")
+    await record_access(request, who, f"export.{export_format}", detail)
     formatter = make_formatter(export_format, log_name=state.instance)
-    entries = ledger_range(state.ledger, start, end)
+    entries: Iterable[tuple[int, bytes]]
+    if q is None:
+        entries = ledger_range(state.ledger, start, end)
+    else:
+        from proctor.service.search_routes import searcher_of  # noqa: PLC0415 (imports us)
+
+        index = await asyncio.to_thread(searcher_of(state).index)
+        hits = matching_indexes(index, q, order="asc")  # a bad query fails here, before 200
+        first = next(hits, None)
+        chosen = (
+            i
+            for i in itertools.chain(() if first is None else (first,), hits)
+            if i >= start and (end is None or i < end)
+        )
+        entries = ledger_indexes(state.ledger, chosen)
     return StreamingResponse(_chunks(formatter, entries), media_type=_MEDIA[export_format])
 
 
