@@ -80,6 +80,14 @@ def test_table_shows_event_text_as_written(
     assert "1 event" in res.stderr
 
 
+def test_a_query_starting_with_a_minus(ledger: Path, keys: tuple[Path, Path]) -> None:
+    env = _filled(ledger, keys)
+    res = proctor("search", "--json", "--", "-kind:decision -kind:query", env=env)
+    assert res.returncode == 0, res.stderr
+    kinds = {r["event"]["kind"] for r in _lines(res.stdout)}  # type: ignore[index]
+    assert kinds and not kinds & {"decision", "query"}
+
+
 def test_bad_query_names_the_column(ledger: Path, keys: tuple[Path, Path]) -> None:
     env = _filled(ledger, keys)
     res = proctor("search", "decision:deny actr:alice", env=env)

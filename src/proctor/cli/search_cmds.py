@@ -23,7 +23,9 @@ from proctor.cli.options import LedgerDir, ledger_dir
 from proctor.events.canonical import canonical_bytes
 from proctor.events.schema import Event
 from proctor.ledger.ledger import Ledger
+from proctor.search.compile import count_key
 from proctor.search.index import CatchUp, SearchIndex, catch_up
+from proctor.search.query import parse
 from proctor.search.search import MAX_LIMIT, Page, count, search
 
 _PROGRESS_FROM = 50_000  # show a progress bar when at least this many entries are behind
@@ -60,17 +62,24 @@ def search_cmd(
         bool, typer.Option("--rebuild", help="Rebuild the search index from the ledger first.")
     ] = False,
 ) -> None:
-    """Search the ledger's events: field:value terms, phrases, -NOT, OR, (), since:7d."""
+    """Search the ledger's events: field:value terms, phrases, -NOT, OR, (), since:7d.
+
+    The language is described in docs/search.md. A query that starts with '-' goes after
+    '--': proctor search -- '-actor:bob since:1d'.
+    """
+    node = parse(query)  # a mistake is reported before any indexing
+    if count_by is not None:
+        count_key(count_by)
     with Ledger(ledger_dir(ledger)) as lg:
         status = _catch_up(lg, rebuild=rebuild)
         with SearchIndex(lg) as index:
             if count_by is not None:
-                rows = count(index, query, by=count_by, limit=limit)
+                rows = count(index, node, by=count_by, limit=limit)
                 _print_counts(rows, count_by, as_json=as_json)
                 indexed = index.indexed()
             else:
                 page = search(
-                    index, query, limit=limit, after_index=after, order="asc" if asc else "desc"
+                    index, node, limit=limit, after_index=after, order="asc" if asc else "desc"
                 )
                 _print_page(page, as_json=as_json)
                 indexed = page.indexed

@@ -62,6 +62,7 @@ __all__ = [
     "SqlValue",
     "compile_query",
     "count_fields",
+    "count_key",
     "count_sql",
     "ip_bytes",
     "ip_key",
@@ -144,7 +145,7 @@ def count_sql(c: Compiled, by: str, *, limit: int) -> tuple[str, list[SqlValue]]
 
     Time buckets (``hour``, ``day``) come in time order instead.
     """
-    key = _count_key(by)
+    key = count_key(by)
     source, params = _from(c, events=True)
     params.append(limit)
     order = "1" if by in COUNT_KEYS else "2 DESC, 1"
@@ -162,7 +163,9 @@ def _countable(f: Field) -> bool:
     return f.column is not None and f.name not in ("id", "idx")
 
 
-def _count_key(by: str) -> str:
+def count_key(by: str) -> str:
+    """The SQL expression counts by ``by`` are grouped on; UsageError for a field that cannot
+    be counted by (check it before a long catch-up)."""
     if by == "hour":
         return "substr(e.time, 1, 13)"
     if by == "day":
