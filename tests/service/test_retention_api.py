@@ -66,3 +66,27 @@ def test_without_retention_the_endpoints_are_404(api: Api) -> None:
     with api.client("admin") as c:
         assert c.get("/v1/holds").status_code == 404
         assert c.post("/v1/retention/run").status_code == 404
+
+
+def test_a_hold_given_as_a_search_query_blocks_what_it_matches(retaining_api: Api) -> None:
+    api = retaining_api
+    _old_queries(api, 4, actor="u-1")
+    _old_queries(api, 3, actor="u-7")
+    _old_queries(api, 4, actor="u-1")
+    with api.client("admin") as c:
+        bad = c.post(
+            "/v1/holds", json={"case_id": "X-1", "selector": "actr:u-7", "description": "typo"}
+        )
+        held = c.post(
+            "/v1/holds",
+            json={
+                "case_id": "ACME-77",
+                "selector": "actor:u-7 kind:query since:3650d",
+                "description": "regulator request",
+            },
+        )
+        ran = c.post("/v1/retention/run", params={"dry_run": "false"}).json()
+    assert bad.status_code == 422 and "actr" in bad.json()["error"]
+    assert held.status_code == 200, held.text
+    assert ran["floor_after"] == 4  # u-7's first query is at index 4
+    assert "ACME-77" in str(ran["stop"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import getpass
 import json
@@ -21,13 +22,13 @@ from proctor.retention.archive import verify_archive
 from proctor.retention.config import LoadedRetention, load_retention
 from proctor.retention.holds import (
     HOLDS_NAME,
-    BuiltinMatcher,
     Hold,
     HoldStore,
     place_hold,
     release_hold,
 )
 from proctor.retention.run import RetentionLimits, RetentionResult, run_retention
+from proctor.retention.search_holds import SearchMatcher, check_selector
 
 retention_app = typer.Typer(help="Retention pruning and legal holds.", no_args_is_help=True)
 app.add_typer(retention_app, name="retention")
@@ -116,15 +117,16 @@ def run(
     archive_dir = archive if archive is not None else loaded.path(loaded.config.archive_dir)
     hold_path = _holds_path(d, holds, loaded)
     now = now_ns() if as_of is None else _when(as_of)
-    # A dry run writes nothing, not even an empty hold database.
+    # A dry run records nothing, not even an empty hold database (it may bring the derived
+    # search index up to date, to judge holds given as search queries).
     store = HoldStore(None if dry_run and not hold_path.exists() else hold_path)
     lg = Ledger(d) if dry_run else open_ledger(d, signer_key, write=True)
-    with store, lg:
+    with store, lg, contextlib.closing(SearchMatcher(lg)) as matcher:
         result = run_retention(
             lg,
             loaded.config.rules,
             store,
-            BuiltinMatcher(lg),
+            matcher,
             archive_dir,
             now,
             dry_run=dry_run,
@@ -178,7 +180,9 @@ def hold(
     """Place a legal hold: what it covers is not pruned until it is released."""
     d = ledger_dir(ledger)
     with HoldStore(_holds_path(d, holds)) as store, open_ledger(d, signer_key, write=True) as lg:
-        placed = place_hold(lg, store, case, query, reason, by or getpass.getuser())
+        placed = place_hold(
+            lg, store, case, query, reason, by or getpass.getuser(), check=check_selector
+        )
     out.print(
         plain(f"hold for case {placed.case_id} placed, recorded at index {placed.placed_index}")
     )

@@ -14,7 +14,6 @@ from proctor.ledger.ledger import Ledger
 from proctor.retention.config import RetentionConfig
 from proctor.retention.holds import (
     HOLDS_NAME,
-    BuiltinMatcher,
     Hold,
     HoldStore,
     place_hold,
@@ -22,6 +21,7 @@ from proctor.retention.holds import (
 )
 from proctor.retention.run import RetentionLimits, RetentionResult, run_retention
 from proctor.retention.scheduler import RetentionScheduler
+from proctor.retention.search_holds import SearchMatcher, check_selector
 
 __all__ = ["Retention"]
 
@@ -42,20 +42,26 @@ class Retention:
     def run(self, *, dry_run: bool = False) -> RetentionResult:
         """One retention run now (waits for a scheduled one in progress)."""
         with self._running:
-            return run_retention(
-                self.ledger,
-                self.config.rules,
-                self.holds,
-                BuiltinMatcher(self.ledger),
-                self.archive_dir,
-                now_ns(),
-                dry_run=dry_run,
-                limits=RetentionLimits.of(self.config),
-            )
+            matcher = SearchMatcher(self.ledger)
+            try:
+                return run_retention(
+                    self.ledger,
+                    self.config.rules,
+                    self.holds,
+                    matcher,
+                    self.archive_dir,
+                    now_ns(),
+                    dry_run=dry_run,
+                    limits=RetentionLimits.of(self.config),
+                )
+            finally:
+                matcher.close()
 
     def place(self, case_id: str, selector: str, description: str, by: str) -> Hold:
         """Place a legal hold (recorded in the ledger)."""
-        return place_hold(self.ledger, self.holds, case_id, selector, description, by)
+        return place_hold(
+            self.ledger, self.holds, case_id, selector, description, by, check=check_selector
+        )
 
     def release(self, case_id: str, reason: str, by: str) -> Hold:
         """Release a case's hold (recorded in the ledger first)."""
