@@ -47,14 +47,15 @@ def test_a_hold_stops_pruning_until_released_and_the_ledger_verifies(retaining_a
         assert held.status_code == 200, held.text
         dry = c.post("/v1/retention/run").json()
         assert dry["dry_run"] is True and api.ledger.floor() == 0
-        ran = c.post("/v1/retention/run", params={"dry_run": "false"}).json()
+        assert c.post("/v1/retention/run").json()["dry_run"] is True  # no endpoint prunes
+        ran = api.state.retention.run().to_dict()  # what the schedule does
         assert ran["floor_after"] == 5  # the first held entry stops the floor
         assert "ACME-42" in str(ran["stop"])
         listed = c.get("/v1/holds").json()
         assert [h["case_id"] for h in listed] == ["ACME-42"]
         released = c.post("/v1/holds/ACME-42/release", json={"reason": "settled"})
         assert released.json()["released"] is not None
-        again = c.post("/v1/retention/run", params={"dry_run": "false"}).json()
+        again = api.state.retention.run().to_dict()
         assert again["floor_after"] >= 10
         report = c.get("/v1/verify").json()
         pruned = c.get("/v1/entries/0")
@@ -85,7 +86,7 @@ def test_a_hold_given_as_a_search_query_blocks_what_it_matches(retaining_api: Ap
                 "description": "regulator request",
             },
         )
-        ran = c.post("/v1/retention/run", params={"dry_run": "false"}).json()
+    ran = api.state.retention.run().to_dict()
     assert bad.status_code == 422 and "actr" in bad.json()["error"]
     assert held.status_code == 200, held.text
     assert ran["floor_after"] == 4  # u-7's first query is at index 4

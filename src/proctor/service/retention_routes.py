@@ -104,16 +104,11 @@ async def release(
     return _hold(await asyncio.to_thread(retention.release, case_id, body.reason, who.name))
 
 
-@router.post("/v1/retention/run", summary="Run retention now (or show what it would prune)")
-async def run(
-    request: Request,
-    who: Annotated[Caller, Depends(role("admin"))],
-    dry_run: Annotated[bool, Query()] = True,
-) -> dict[str, Any]:
-    """Archive, record and prune what the rules expire and no hold covers. Without
-    ``dry_run=false`` it only says what it would do and why it stops where it stops."""
+@router.post("/v1/retention/run", summary="What retention would prune now, and why it stops there")
+async def run(request: Request, who: Annotated[Caller, Depends(role("admin"))]) -> dict[str, Any]:
+    """A dry run: no endpoint removes anything, so pruning happens only on the configured
+    schedule (``interval_s``) or by ``proctor retention run`` on the ledger's host."""
     retention = _retention(state_of(request))
-    if dry_run:
-        await record_access(request, who, "retention.dry-run")
-    result = await asyncio.to_thread(retention.run, dry_run=dry_run)
+    await record_access(request, who, "retention.dry-run")
+    result = await asyncio.to_thread(retention.run, dry_run=True)
     return result.to_dict()
