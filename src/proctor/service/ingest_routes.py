@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
-from typing import Annotated, Final, Literal
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 import msgspec
 from fastapi import APIRouter, Depends, Query, Request
@@ -246,17 +246,27 @@ async def _store_results(
     return await store(state, admitted, rejected, skipped)
 
 
-@router.post(
+_Route = TypeVar("_Route", bound=Callable[..., Any])
+
+
+def _source_route(
+    path: str, summary: str, media: str, schema: dict[str, str]
+) -> Callable[[_Route], _Route]:
+    """The decorator of a route that takes one other system's records as its body."""
+    return router.post(
+        path,
+        summary=summary,
+        response_model=IngestResult,
+        responses={422: {"model": IngestResult | ErrorOut, "description": "nothing accepted"}},
+        openapi_extra={"requestBody": {"required": True, "content": {media: {"schema": schema}}}},
+    )
+
+
+@_source_route(
     "/v1/ingest/k8s",
-    summary="Kubernetes audit webhook (audit.k8s.io/v1 EventList)",
-    response_model=IngestResult,
-    responses={422: {"model": IngestResult | ErrorOut, "description": "nothing accepted"}},
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": {"type": "object"}}},
-        }
-    },
+    "Kubernetes audit webhook (audit.k8s.io/v1 EventList)",
+    "application/json",
+    {"type": "object"},
 )
 async def ingest_k8s(
     request: Request,
@@ -278,17 +288,11 @@ async def ingest_k8s(
     return await _store_results(state, who, results)
 
 
-@router.post(
+@_source_route(
     "/v1/ingest/pgaudit",
-    summary="pgaudit entries from PostgreSQL logs (csvlog records or stderr lines)",
-    response_model=IngestResult,
-    responses={422: {"model": IngestResult | ErrorOut, "description": "nothing accepted"}},
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"text/plain": {"schema": {"type": "string"}}},
-        }
-    },
+    "pgaudit entries from PostgreSQL logs (csvlog records or stderr lines)",
+    "text/plain",
+    {"type": "string"},
 )
 async def ingest_pgaudit(
     request: Request,
