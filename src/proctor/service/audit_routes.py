@@ -45,21 +45,12 @@ router = APIRouter(tags=["audit"])
 API_TARGET = "proctor-api"
 
 
-def _address(request: Request) -> tuple[str | None, str | None]:
-    """The client's IP and ``ip:port`` (``[ipv6]:port``) as the events spell them."""
-    if request.client is None:
-        return None, None
-    host, port = request.client.host, request.client.port
-    spelled = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return host, spelled
-
-
 async def record_access(
     request: Request, who: Caller, operation: str, detail: str | None = None
 ) -> int:
     """Append the record of this read (awaited); its ledger index."""
     state = state_of(request)
-    ip, address = _address(request)
+    ip = request.client.host if request.client is not None else None
     now, clock = state.ledger.clock.now()
     event = Event(
         id=new_event_id(),
@@ -75,7 +66,7 @@ async def record_access(
         ),
         target=Target(type=API_TARGET, name=state.instance),
         action=Action(class_="read", operation=operation, statement=detail),
-        source=Source(system="proctor", gateway=state.instance, address=address),
+        source=Source(system="proctor", gateway=state.instance),
     )
     return await state.ledger.append_async(event)
 
