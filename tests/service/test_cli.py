@@ -191,3 +191,21 @@ def test_serve_ingests_syslog_over_tcp(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+
+
+def test_an_api_that_cannot_listen_stops_the_gateway_it_started(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = _config(tmp_path, f'address = "127.0.0.1:{port}"')
+        gateway = (
+            '[[listeners]]\naddress = "127.0.0.1:0"\nupstream = "pg"\n'
+            '[[upstreams]]\nname = "pg"\ndatabase = "test"\nuser = "postgres"\n'
+        )
+        config.write_text(config.read_text() + gateway)
+        res = _proctor("serve", "--config", str(config))
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert f"api.address: cannot listen on 127.0.0.1:{port}" in res.stderr
+    assert "listening on 127.0.0.1:" in res.stdout  # the gateway had started, then ended
+    assert not (tmp_path / "ledger" / "admin.sock").exists()

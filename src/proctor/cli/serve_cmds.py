@@ -174,6 +174,8 @@ async def run_gateway(loaded: Loaded, stop: asyncio.Event) -> None:
     runtime = open_runtime(loaded)
     state: ServiceState | None = None
     api: ApiServer | None = None
+    syslog: SyslogListener | None = None
+    gateway: Gateway | None = None
     try:
         gateway = Gateway(runtime)
         bound = await gateway.start()
@@ -187,12 +189,14 @@ async def run_gateway(loaded: Loaded, stop: asyncio.Event) -> None:
         syslog = await _start_syslog(loaded, runtime.ledger)
         await stop.wait()
         out.print("shutting down: ending every session")
+    finally:
+        # Also when a later part failed to start: nothing stays listening, every session ends.
         if syslog is not None:
             await syslog.close()
         if api is not None:
             await api.close()
-        await gateway.close()
-    finally:
+        if gateway is not None:
+            await gateway.close()
         _close_api_state(state)
         runtime.close()
 
@@ -201,16 +205,19 @@ async def run_api(loaded: Loaded, stop: asyncio.Event) -> None:
     """Serve only the audit API (no gateway) until ``stop`` is set."""
     ledger, keys = open_ledger(loaded)
     state: ServiceState | None = None
+    api: ApiServer | None = None
+    syslog: SyslogListener | None = None
     try:
         state = _api_state(loaded, ledger, keys, None)
         api = await _start_api(loaded, state)
         syslog = await _start_syslog(loaded, ledger)
         await stop.wait()
         out.print("shutting down")
+    finally:
         if syslog is not None:
             await syslog.close()
-        await api.close()
-    finally:
+        if api is not None:
+            await api.close()
         _close_api_state(state)
         close_ledger(ledger, keys)
 
