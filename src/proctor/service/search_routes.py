@@ -30,15 +30,13 @@ class Searcher:
         self._lock = threading.Lock()
         self._indexer: Indexer | None = None
         self._index: SearchIndex | None = None
-        self._tried = False
 
     def index(self) -> SearchIndex:
         """The index, with everything the ledger holds now (when this process may write it;
         otherwise as far as the process that holds its lock has gone)."""
         with self._lock:
-            if self._indexer is None and not self._tried:
+            if self._indexer is None:  # another process (proctor search) may hold it for now
                 self._indexer, _ = Indexer.acquire(self.ledger)
-                self._tried = self._indexer is None
             if self._indexer is not None:
                 self._indexer.catch_up()
             if self._index is None:
